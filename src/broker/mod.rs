@@ -1,0 +1,209 @@
+//! RabbitMQ: the connection supervisor, the topology, the consume loops and
+//! the confirmed publisher.
+//!
+//! The supervisor owns one connection at a time (named
+//! `axn-worker@<host>:<pid>` for the broker's management tools). On it, it
+//! declares the topology and starts one consumer per input queue, each on its
+//! own channel with its own confirm-mode publishing channel. When any of them
+//! fails (the broker closed the connection, a network error), it tears the
+//! session down, reports not-ready, and connects again with exponential
+//! backoff, forever. Deliveries of the lost session are requeued by the
+//! broker; their in-flight work completes idempotently and its acks fail
+//! harmlessly. A configuration the broker rejects (a passive queue that does
+//! not exist, a queue with other arguments) stops the worker with the reason.
+
+pub mod consumer;
+pub mod ordering;
+pub mod publisher;
+pub mod topology;
+
+use std::{sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use lapin::{Connection, ConnectionProperties};
+use tokio::task::JoinSet;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::{QueueKind, Settings},
+    handlers::Ctx,
+    health::Health,
+    store::Store,
+};
+use consumer::QueueRuntime;
+use publisher::Publisher;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Topology(#[from] topology::TopologyError),
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    Shutdown,
+    Fatal(BrokerError),
+    /// The session was lost; `established` when it had been consuming (so the
+    /// backoff starts over).
+    Lost { error: String, established: bool },
+}
+
+/// The broker side of the worker.
+pub struct Broker {
+    settings: Arc<Settings>,
+    store: Store,
+    health: Arc<Health>,
+    queues: Vec<Arc<QueueRuntime>>,
+    tracker: TaskTracker,
+}
+
+/// The name the connection shows in the broker's management tools.
+pub fn connection_name() -> String {
+    format!("axn-worker@{}:{}", gethostname::gethostname().to_string_lossy(), std::process::id())
+}
+
+/// Connects to the broker with the worker's connection name and timeout.
+pub async fn connect(settings: &Settings) -> anyhow::Result<Connection> {
+    use anyhow::Context as _;
+    let props = ConnectionProperties::default().with_connection_name(connection_name().into());
+    let timeout = Duration::from_secs(settings.amqp.connect_timeout_secs);
+    tokio::time::timeout(timeout, Connection::connect(settings.amqp.url.expose(), props))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from the broker within {} s", timeout.as_secs()))?
+        .context("Failed to connect to the broker")
+}
+
+impl Broker {
+    pub fn new(settings: Arc<Settings>, store: Store, health: Arc<Health>) -> Self {
+        let queues = QueueKind::ALL
+            .into_iter()
+            .map(|kind| {
+                Arc::new(QueueRuntime {
+                    kind,
+                    settings: settings.queues.get(kind).clone(),
+                    sequencer: Default::default(),
+                })
+            })
+            .collect();
+        Broker { settings, store, health, queues, tracker: TaskTracker::new() }
+    }
+
+    /// Runs sessions until `shutdown`; then stops consuming, waits up to the
+    /// grace period for in-flight messages, and closes the connection.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
+        let a = &self.settings.amqp;
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(a.reconnect_min_delay_ms))
+            .with_max_delay(Duration::from_millis(a.reconnect_max_delay_ms))
+            .without_max_times()
+            .with_jitter();
+        let mut backoff = builder.build();
+        loop {
+            let end = self.session(&shutdown).await;
+            self.health.set_broker_down();
+            match end {
+                SessionEnd::Shutdown => return Ok(()),
+                SessionEnd::Fatal(e) => return Err(e),
+                SessionEnd::Lost { error, established } => {
+                    self.health.count_reconnect();
+                    if established {
+                        backoff = builder.build();
+                    }
+                    let delay = backoff.next().unwrap_or(Duration::from_millis(a.reconnect_max_delay_ms));
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker session lost; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(&self, shutdown: &CancellationToken) -> SessionEnd {
+        let lost = |error: String| SessionEnd::Lost { error, established: false };
+        let conn = tokio::select! {
+            _ = shutdown.cancelled() => return SessionEnd::Shutdown,
+            c = connect(&self.settings) => match c {
+                Ok(c) => c,
+                Err(e) => return lost(format!("{e:#}")),
+            },
+        };
+        if let Err(e) = topology::declare(&conn, &self.settings).await {
+            let _ = conn.close(200, "topology failed".into()).await;
+            return if e.is_fatal() { SessionEnd::Fatal(e.into()) } else { lost(e.to_string()) };
+        }
+
+        let stop = shutdown.child_token();
+        let mut consumers = JoinSet::new();
+        for q in &self.queues {
+            let channels = async { Ok::<_, lapin::Error>((conn.create_channel().await?, conn.create_channel().await?)) };
+            let (consume_channel, publish_channel) = match channels.await {
+                Ok(c) => c,
+                Err(e) => {
+                    stop.cancel();
+                    return lost(e.to_string());
+                }
+            };
+            let publisher = match Publisher::new(publish_channel).await {
+                Ok(p) => p,
+                Err(e) => {
+                    stop.cancel();
+                    return lost(e.to_string());
+                }
+            };
+            let ctx = Ctx {
+                store: self.store.clone(),
+                publisher,
+                settings: Arc::clone(&self.settings),
+                timeout: q.settings.timeout(),
+            };
+            consumers.spawn(consumer::consume(
+                Arc::clone(q),
+                consume_channel,
+                ctx,
+                Arc::clone(&self.health),
+                self.tracker.clone(),
+                stop.clone(),
+            ));
+        }
+
+        // The first consumer to end decides: Ok means shutdown was asked for.
+        let first = consumers.join_next().await;
+        stop.cancel();
+        let failure = match first {
+            Some(Ok(Ok(()))) | None => None,
+            Some(Ok(Err(e))) => Some(e.to_string()),
+            Some(Err(join)) => Some(format!("consumer task failed: {join}")),
+        };
+        while consumers.join_next().await.is_some() {}
+        match failure {
+            None => {
+                self.health.set_broker_down();
+                self.drain().await;
+                let _ = conn.close(200, "axn-worker shutting down".into()).await;
+                SessionEnd::Shutdown
+            }
+            Some(error) => {
+                let _ = conn.close(200, "axn-worker reconnecting".into()).await;
+                SessionEnd::Lost { error, established: true }
+            }
+        }
+    }
+
+    /// Waits, up to the grace period, for the messages in flight to be
+    /// settled. What is still running after it goes back to its queue when
+    /// the connection closes.
+    async fn drain(&self) {
+        let grace = Duration::from_secs(self.settings.shutdown.grace_period_secs);
+        self.tracker.close();
+        let in_flight = self.tracker.len();
+        tracing::info!(in_flight, grace_secs = grace.as_secs(), "stopped consuming; finishing messages in flight");
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                unfinished = self.tracker.len(),
+                "grace period over: unfinished messages return to their queues"
+            );
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The queues the worker uses, declared (or, with `passive = true`, only
+//! checked) on every connection:
+//!
+//! ```text
+//! <name>                   the input queue
+//! <name>.retry.<d>ms       one per retry delay d: x-message-ttl = d, dead-letters
+//!                          back to <name> through the default exchange
+//! <name>.dlq               dead letters, kept until an operator replays them
+//! <name>.unattributed      call records no binding explains (call_record only)
+//! house_exchange1_GetPhoneWriteLog   the call-log output, when published
+//!                          through the default exchange
+//! ```
+//! All durable; `queue_type` applies to a queue and its derived queues.
+
+use lapin::{
+    Channel, Connection,
+    options::QueueDeclareOptions,
+    types::{AMQPValue, FieldTable},
+};
+
+use crate::config::{QueueKind, QueueSettings, QueueType, Settings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// Configuration and broker disagree; reconnecting cannot fix it.
+    #[error("queue {queue:?} cannot be used: {reason}")]
+    Unusable { queue: String, reason: String },
+    #[error("broker error while declaring queues: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+impl TopologyError {
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, TopologyError::Unusable { .. })
+    }
+}
+
+/// A queue to declare: its name, arguments and whether only to check it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    pub name: String,
+    pub arguments: FieldTable,
+    pub passive: bool,
+}
+
+/// Every queue the worker needs, in declaration order.
+pub fn specs(settings: &Settings) -> Vec<QueueSpec> {
+    let mut out = Vec::new();
+    for kind in QueueKind::ALL {
+        let q = settings.queues.get(kind);
+        out.push(spec(q, q.name.clone(), FieldTable::default()));
+        let mut delays = q.retry_delays_ms.clone();
+        delays.sort_unstable();
+        delays.dedup();
+        for d in delays {
+            let mut args = FieldTable::default();
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(d as i64));
+            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(q.name.as_str().into()));
+            out.push(spec(q, q.retry_queue_name(d), args));
+        }
+        out.push(spec(q, q.dlq_name(), FieldTable::default()));
+        if kind == QueueKind::CallRecord {
+            out.push(spec(q, q.unattributed_name(), FieldTable::default()));
+        }
+    }
+    let call_log = &settings.publish.call_log;
+    if call_log.exchange.is_empty() {
+        out.push(QueueSpec {
+            name: call_log.routing_key.clone(),
+            arguments: FieldTable::default(),
+            passive: call_log.passive,
+        });
+    }
+    out
+}
+
+fn spec(q: &QueueSettings, name: String, mut arguments: FieldTable) -> QueueSpec {
+    // Classic is the broker's default: leave the argument out so that queues
+    // declared before without it still match.
+    if q.queue_type == QueueType::Quorum {
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    }
+    QueueSpec { name, arguments, passive: q.passive }
+}
+
+/// Declares (or checks) every queue; the first failure ends the attempt (it
+/// closes the channel anyway).
+pub async fn declare(conn: &Connection, settings: &Settings) -> Result<(), TopologyError> {
+    let channel: Channel = conn.create_channel().await?;
+    for s in specs(settings) {
+        let options = QueueDeclareOptions { passive: s.passive, durable: true, ..Default::default() };
+        if let Err(e) = channel.queue_declare(s.name.as_str().into(), options, s.arguments.clone()).await {
+            let text = e.to_string();
+            let reason = if text.contains("NOT_FOUND") || text.contains("NOT-FOUND") || text.contains("no queue") {
+                Some("it does not exist, and passive = true forbids creating it".to_owned())
+            } else if text.contains("PRECONDITION") || text.contains("inequivalent") {
+                Some(format!("it exists with other arguments (queue_type or retry delays changed?): {text}"))
+            } else {
+                None
+            };
+            return Err(match reason {
+                Some(reason) => TopologyError::Unusable { queue: s.name, reason },
+                None => TopologyError::Broker(e),
+            });
+        }
+    }
+    let _ = channel.close(200, "topology declared".into()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_queues_dead_letter_back_to_their_queue() {
+        let mut s = Settings::defaults().unwrap();
+        s.queues.call_record.retry_delays_ms = vec![500, 100, 500];
+        s.queues.call_record.queue_type = QueueType::Quorum;
+        let specs = specs(&s);
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        let cr = "service_exchange1_privatenumberCallRecord";
+        for n in [
+            cr.to_string(),
+            format!("{cr}.retry.100ms"),
+            format!("{cr}.retry.500ms"),
+            format!("{cr}.dlq"),
+            format!("{cr}.unattributed"),
+            "house_exchange1_GetPhoneWriteLog".into(),
+        ] {
+            assert!(names.contains(&n.as_str()), "{n} missing from {names:?}");
+        }
+        let retry = specs.iter().find(|s| s.name == format!("{cr}.retry.100ms")).unwrap();
+        let args = retry.arguments.inner();
+        assert_eq!(args.get("x-message-ttl"), Some(&AMQPValue::LongLongInt(100)));
+        assert_eq!(args.get("x-dead-letter-routing-key"), Some(&AMQPValue::LongString(cr.into())));
+        assert_eq!(args.get("x-queue-type"), Some(&AMQPValue::LongString("quorum".into())));
+        assert!(!specs.iter().any(|s| s.name.ends_with("SetBlackNumber.unattributed")));
+    }
+}

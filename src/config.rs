@@ -1,0 +1,403 @@
+//! Settings: the shipped `config.toml` (embedded, so every key has a default),
+//! then the operator's file, then `AXN__SECTION__KEY` environment variables,
+//! merged in that order and validated before anything connects.
+//!
+//! The field documentation for users lives in `config.toml` itself; the
+//! structs here mirror it one to one and reject unknown keys, so a typo in a
+//! key name is an error at start-up instead of a silently ignored setting.
+
+use std::{collections::HashSet, fmt, path::Path, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The shipped configuration; its values are the defaults of every key.
+pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
+
+/// Errors of loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    Missing(String),
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub redis: RedisSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+    pub shutdown: ShutdownSettings,
+    pub queues: QueuesSettings,
+    pub publish: PublishSettings,
+    pub mapping: MappingSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// Holds credentials: never printed.
+    pub url: Secret,
+    pub connect_timeout_secs: u64,
+    pub reconnect_min_delay_ms: u64,
+    pub reconnect_max_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// May hold a password: never printed.
+    pub url: Secret,
+    pub key_prefix: String,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+    pub unbound_retention_secs: u64,
+    pub calllog_dedupe_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    pub grace_period_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesSettings {
+    pub xb_unbind: QueueSettings,
+    pub blacklist: QueueSettings,
+    pub phone_history: QueueSettings,
+    pub call_record: QueueSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    pub name: String,
+    pub concurrency: u16,
+    pub timeout_secs: u64,
+    pub max_attempts: u32,
+    pub retry_delays_ms: Vec<u64>,
+    pub max_body_bytes: usize,
+    pub queue_type: QueueType,
+    pub passive: bool,
+}
+
+impl QueueSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+    pub fn dlq_name(&self) -> String {
+        format!("{}.dlq", self.name)
+    }
+    pub fn unattributed_name(&self) -> String {
+        format!("{}.unattributed", self.name)
+    }
+    pub fn retry_queue_name(&self, delay_ms: u64) -> String {
+        format!("{}.retry.{delay_ms}ms", self.name)
+    }
+    /// The retry queue that holds a message after its `failed_attempts`-th
+    /// failure (1-based); the last delay repeats.
+    pub fn retry_queue_after(&self, failed_attempts: u32) -> String {
+        let step = (failed_attempts.max(1) as usize - 1).min(self.retry_delays_ms.len() - 1);
+        self.retry_queue_name(self.retry_delays_ms[step])
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSettings {
+    pub call_log: CallLogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallLogSettings {
+    pub exchange: String,
+    pub routing_key: String,
+    pub passive: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingSettings {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// A string that must never reach a log or a printed config: its `Debug` and
+/// its serialized form are `"***"` (or `""` when empty, so that "not set" is
+/// still visible).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    fn redacted(&self) -> &'static str {
+        if self.0.is_empty() { "" } else { "***" }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.redacted())
+    }
+}
+
+/// The four input queues. The key names the queue in config, metrics, logs
+/// and the operator commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueKind {
+    XbUnbind,
+    Blacklist,
+    PhoneHistory,
+    CallRecord,
+}
+
+impl QueueKind {
+    pub const ALL: [QueueKind; 4] = [
+        QueueKind::XbUnbind,
+        QueueKind::Blacklist,
+        QueueKind::PhoneHistory,
+        QueueKind::CallRecord,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            QueueKind::XbUnbind => "xb_unbind",
+            QueueKind::Blacklist => "blacklist",
+            QueueKind::PhoneHistory => "phone_history",
+            QueueKind::CallRecord => "call_record",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.key() == key)
+    }
+}
+
+impl fmt::Display for QueueKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+impl QueuesSettings {
+    pub fn get(&self, kind: QueueKind) -> &QueueSettings {
+        match kind {
+            QueueKind::XbUnbind => &self.xb_unbind,
+            QueueKind::Blacklist => &self.blacklist,
+            QueueKind::PhoneHistory => &self.phone_history,
+            QueueKind::CallRecord => &self.call_record,
+        }
+    }
+
+    pub fn get_mut(&mut self, kind: QueueKind) -> &mut QueueSettings {
+        match kind {
+            QueueKind::XbUnbind => &mut self.xb_unbind,
+            QueueKind::Blacklist => &mut self.blacklist,
+            QueueKind::PhoneHistory => &mut self.phone_history,
+            QueueKind::CallRecord => &mut self.call_record,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then `path` (which must exist), then the environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Missing(path.display().to_string()));
+        }
+        Self::from_figment(
+            Figment::from(Toml::string(DEFAULT_CONFIG))
+                .merge(Toml::file(path))
+                .merge(Env::prefixed("AXN__").split("__")),
+        )
+    }
+
+    /// The shipped defaults alone, without file or environment (for tests and
+    /// tools that build their settings in code).
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_CONFIG)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what the types cannot: ranges, and names that must differ.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if !self.amqp.url.expose().starts_with("amqp://") && !self.amqp.url.expose().starts_with("amqps://") {
+            return bad("amqp.url must start with amqp:// or amqps://".into());
+        }
+        if !self.redis.url.expose().starts_with("redis://") && !self.redis.url.expose().starts_with("rediss://") {
+            return bad("redis.url must start with redis:// or rediss://".into());
+        }
+        if self.redis.response_timeout_ms == 0 || self.redis.connect_timeout_ms == 0 {
+            return bad("redis.connect_timeout_ms and redis.response_timeout_ms must be above 0".into());
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!("http.listen {:?} is not an address like 127.0.0.1:8080", self.http.listen));
+        }
+        if self.amqp.reconnect_min_delay_ms == 0 || self.amqp.reconnect_max_delay_ms < self.amqp.reconnect_min_delay_ms {
+            return bad("amqp.reconnect_min_delay_ms must be above 0 and at most reconnect_max_delay_ms".into());
+        }
+        let mut names = HashSet::new();
+        for kind in QueueKind::ALL {
+            let q = self.queues.get(kind);
+            let at = |field: &str| format!("queues.{kind}.{field}");
+            if q.name.is_empty() || q.name.len() > 200 {
+                return bad(format!("{} must be 1-200 characters", at("name")));
+            }
+            if q.concurrency == 0 {
+                return bad(format!("{} must be at least 1", at("concurrency")));
+            }
+            if q.timeout_secs == 0 {
+                return bad(format!("{} must be at least 1", at("timeout_secs")));
+            }
+            if q.max_attempts == 0 {
+                return bad(format!("{} must be at least 1", at("max_attempts")));
+            }
+            if q.retry_delays_ms.is_empty() || q.retry_delays_ms.contains(&0) {
+                return bad(format!("{} must list at least one delay, each above 0", at("retry_delays_ms")));
+            }
+            if q.max_body_bytes == 0 {
+                return bad(format!("{} must be above 0", at("max_body_bytes")));
+            }
+            if !names.insert(q.name.clone()) {
+                return bad(format!("{} {:?} is used by another queue", at("name"), q.name));
+            }
+        }
+        let out = &self.publish.call_log;
+        if out.exchange.is_empty() && names.contains(&out.routing_key) {
+            return bad("publish.call_log.routing_key names an input queue".into());
+        }
+        if out.routing_key.is_empty() {
+            return bad("publish.call_log.routing_key must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_valid_and_matches_the_contract() {
+        let s = Settings::defaults().expect("shipped config.toml must load");
+        assert_eq!(s.queues.xb_unbind.name, "service_exchange1_privatenumberXNB");
+        assert_eq!(s.queues.blacklist.name, "service_exchange1_SetBlackNumber");
+        assert_eq!(s.queues.phone_history.name, "house_exchange1_SaleCallPhoneNumberPool");
+        assert_eq!(s.queues.call_record.name, "service_exchange1_privatenumberCallRecord");
+        let conc: Vec<u16> = QueueKind::ALL.iter().map(|k| s.queues.get(*k).concurrency).collect();
+        assert_eq!(conc, [10, 10, 5, 10]);
+        assert!(QueueKind::ALL.iter().all(|k| s.queues.get(*k).timeout_secs == 120));
+        assert_eq!(s.queues.xb_unbind.max_body_bytes, 64 * 1024);
+        assert_eq!(s.redis.key_prefix, "4011:1:");
+        assert_eq!(s.publish.call_log.routing_key, "house_exchange1_GetPhoneWriteLog");
+        assert_eq!(s.redis.unbound_retention_secs, 24 * 3600);
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[queues.blacklist]\nconcurrency = 3\n")?;
+            jail.set_env("AXN__QUEUES__XB_UNBIND__NAME", "other_queue");
+            jail.set_env("AXN__QUEUES__CALL_RECORD__RETRY_DELAYS_MS", "[10,20]");
+            jail.set_env("AXN__MAPPING__PASSWORD", "s3cret");
+            let s = Settings::load(Path::new("c.toml")).expect("loads");
+            assert_eq!(s.queues.xb_unbind.name, "other_queue");
+            assert_eq!(s.queues.blacklist.concurrency, 3);
+            assert_eq!(s.queues.call_record.retry_delays_ms, [10, 20]);
+            assert_eq!(s.mapping.password.expose(), "s3cret");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[queues.blacklist]\nconcurency = 3\n")?;
+            let err = Settings::load(Path::new("typo.toml")).unwrap_err().to_string();
+            assert!(err.contains("concurency"), "{err}");
+            jail.create_file("zero.toml", "[queues.blacklist]\nconcurrency = 0\n")?;
+            let err = Settings::load(Path::new("zero.toml")).unwrap_err().to_string();
+            assert!(err.contains("queues.blacklist.concurrency"), "{err}");
+            jail.create_file("dup.toml", "[queues.blacklist]\nname = \"service_exchange1_privatenumberXNB\"\n")?;
+            let err = Settings::load(Path::new("dup.toml")).unwrap_err().to_string();
+            assert!(err.contains("used by another queue"), "{err}");
+            Ok(())
+        });
+        let err = Settings::load(Path::new("/nonexistent/axn.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing(_)));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut s = Settings::defaults().unwrap();
+        s.mapping.password = Secret::new("hunter2");
+        let shown = format!("{s:?} {}", serde_json::to_string(&s).unwrap());
+        assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains("guest:guest"));
+    }
+
+    #[test]
+    fn retry_queue_steps_repeat_the_last_delay() {
+        let mut q = Settings::defaults().unwrap().queues.blacklist;
+        q.retry_delays_ms = vec![100, 500];
+        assert_eq!(q.retry_queue_after(1), format!("{}.retry.100ms", q.name));
+        assert_eq!(q.retry_queue_after(2), format!("{}.retry.500ms", q.name));
+        assert_eq!(q.retry_queue_after(7), format!("{}.retry.500ms", q.name));
+    }
+}

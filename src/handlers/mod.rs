@@ -1,0 +1,241 @@
+//! What each input queue's messages mean: parsing and validation (pure), and
+//! the effect on Redis (one file per queue). Handlers never ack, retry or
+//! dead-letter anything themselves: they return an [`Outcome`] per message (or
+//! per record of a batch), and `broker::consumer::settle` decides the
+//! message's fate from it in one place.
+//!
+//! # Errors
+//! [`HandlerError::Permanent`] carries a [`Reason`] and a detail in which no
+//! full phone number appears; it goes to the dead-letter queue at once.
+//! [`HandlerError::Transient`] is retried through the broker's delay queues.
+
+pub mod blacklist;
+pub mod call_record;
+pub mod fields;
+pub mod phone_history;
+pub mod xb_unbind;
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use serde_json::Value;
+
+use crate::{
+    broker::publisher::Publisher,
+    config::{QueueKind, Settings},
+    store::Store,
+};
+
+/// Why a message was dead-lettered; the `axn-reason` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    BodyTooLarge,
+    NotUtf8,
+    InvalidJson,
+    NotAnObject,
+    EmptyBatch,
+    MissingField,
+    InvalidField,
+    InvalidNumber,
+    UnknownAction,
+    /// The XB binding a call record refers to lacks a numeric userId/mapId.
+    InvalidBinding,
+    /// Transient failures outlasted `max_attempts`; `axn-error` has the last.
+    RetriesExhausted,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::NotUtf8 => "not_utf8",
+            Reason::InvalidJson => "invalid_json",
+            Reason::NotAnObject => "not_an_object",
+            Reason::EmptyBatch => "empty_batch",
+            Reason::MissingField => "missing_field",
+            Reason::InvalidField => "invalid_field",
+            Reason::InvalidNumber => "invalid_number",
+            Reason::UnknownAction => "unknown_action",
+            Reason::InvalidBinding => "invalid_binding",
+            Reason::RetriesExhausted => "retries_exhausted",
+        }
+    }
+}
+
+/// A failure of one message (or one record of a batch).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandlerError {
+    /// Retrying cannot help: dead-letter now.
+    #[error("{reason}: {detail}", reason = reason.as_str())]
+    Permanent { reason: Reason, detail: String },
+    /// Redis or the broker failed, or the handler timed out: retry later.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl HandlerError {
+    pub fn permanent(reason: Reason, detail: impl Into<String>) -> Self {
+        HandlerError::Permanent { reason, detail: detail.into() }
+    }
+    pub fn transient(detail: impl Into<String>) -> Self {
+        HandlerError::Transient(detail.into())
+    }
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            HandlerError::Permanent { reason, .. } => Some(*reason),
+            HandlerError::Transient(_) => None,
+        }
+    }
+}
+
+impl From<redis::RedisError> for HandlerError {
+    fn from(e: redis::RedisError) -> Self {
+        HandlerError::Transient(format!("redis: {e}"))
+    }
+}
+
+/// What happened to one message, or one record of a batch.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The effect is durable in Redis (and any event is confirmed); the label
+    /// says which effect, for logs (`unbound`, `duplicate`, ...).
+    Applied(&'static str),
+    /// A call record no binding explains: goes to `<queue>.unattributed`.
+    Parked,
+    Failed(HandlerError),
+}
+
+/// An outcome and the body it concerns: `None` is the delivered message
+/// itself; a record of a batch carries its own JSON, so that it alone is
+/// retried, parked or dead-lettered.
+#[derive(Debug)]
+pub struct Part {
+    pub body: Option<Vec<u8>>,
+    pub outcome: Outcome,
+}
+
+impl Part {
+    pub fn whole(outcome: Outcome) -> Self {
+        Part { body: None, outcome }
+    }
+}
+
+/// A parsed, validated message, ready to apply.
+#[derive(Debug)]
+pub enum Job {
+    XbUnbind(xb_unbind::XbUnbind),
+    Blacklist(blacklist::BlacklistChange),
+    PhoneChange(phone_history::PhoneChange),
+    CallRecords(call_record::Batch),
+}
+
+impl Job {
+    /// The entities this message is about. Messages that share one are
+    /// applied in delivery order (see `broker::ordering`).
+    pub fn entity_keys(&self) -> BTreeSet<String> {
+        match self {
+            Job::XbUnbind(m) => BTreeSet::from([m.sub_id.clone()]),
+            Job::Blacklist(m) => BTreeSet::from([format!("{}:{}", m.user_id, m.number)]),
+            Job::PhoneChange(m) => BTreeSet::from([m.user_id.to_string()]),
+            Job::CallRecords(b) => b.sub_ids(),
+        }
+    }
+}
+
+/// Everything a handler may touch while applying a message.
+#[derive(Clone)]
+pub struct Ctx {
+    pub store: Store,
+    /// Publisher-confirmed channel for call-log events.
+    pub publisher: Publisher,
+    pub settings: Arc<Settings>,
+    /// The handler timeout: also the lease on a call record being published.
+    pub timeout: Duration,
+}
+
+/// Parses and validates a body for the queue `kind`; a failure here is
+/// always permanent.
+pub fn parse(kind: QueueKind, body: &[u8], max_body_bytes: usize) -> Result<Job, HandlerError> {
+    if body.len() > max_body_bytes {
+        return Err(HandlerError::permanent(
+            Reason::BodyTooLarge,
+            format!("body is {} bytes, the limit is {max_body_bytes}", body.len()),
+        ));
+    }
+    let text = std::str::from_utf8(body).map_err(|e| {
+        HandlerError::permanent(Reason::NotUtf8, format!("body is not UTF-8 ({e})"))
+    })?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        HandlerError::permanent(Reason::InvalidJson, format!("body is not JSON ({e})"))
+    })?;
+    match kind {
+        QueueKind::XbUnbind => xb_unbind::parse(&value).map(Job::XbUnbind),
+        QueueKind::Blacklist => blacklist::parse(&value).map(Job::Blacklist),
+        QueueKind::PhoneHistory => phone_history::parse(&value).map(Job::PhoneChange),
+        QueueKind::CallRecord => call_record::parse(value).map(Job::CallRecords),
+    }
+}
+
+/// The object at the top of a body, or a permanent `not_an_object`.
+pub(crate) fn object(value: &Value) -> Result<&serde_json::Map<String, Value>, HandlerError> {
+    value.as_object().ok_or_else(|| {
+        HandlerError::permanent(Reason::NotAnObject, format!("body is JSON {}, not an object", kind_of(value)))
+    })
+}
+
+pub(crate) fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Applies a parsed message; never panics, never acks.
+pub async fn apply(job: Job, ctx: &Ctx) -> Vec<Part> {
+    let whole = |r: Result<&'static str, HandlerError>| {
+        vec![Part::whole(match r {
+            Ok(label) => Outcome::Applied(label),
+            Err(e) => Outcome::Failed(e),
+        })]
+    };
+    match job {
+        Job::XbUnbind(m) => whole(xb_unbind::apply(&m, ctx).await),
+        Job::Blacklist(m) => whole(blacklist::apply(&m, ctx).await),
+        Job::PhoneChange(m) => whole(phone_history::apply(&m, ctx).await),
+        Job::CallRecords(b) => call_record::apply(b, ctx).await,
+    }
+}
+
+/// Seconds since the Unix epoch, as the contract's timestamps are.
+pub(crate) fn now_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_level_failures_are_permanent_with_their_reason() {
+        let cases: [(&[u8], Reason); 5] = [
+            (b"\xff\xfe", Reason::NotUtf8),
+            (b"{not json", Reason::InvalidJson),
+            (b"[1,2]", Reason::NotAnObject),
+            (b"\"text\"", Reason::NotAnObject),
+            (&[b' '; 100], Reason::BodyTooLarge),
+        ];
+        for (body, reason) in cases {
+            let err = parse(QueueKind::XbUnbind, body, 64).unwrap_err();
+            assert_eq!(err.reason(), Some(reason), "{body:?}");
+        }
+        let deep = "[".repeat(10_000);
+        let err = parse(QueueKind::CallRecord, deep.as_bytes(), 1 << 20).unwrap_err();
+        assert_eq!(err.reason(), Some(Reason::InvalidJson));
+    }
+}

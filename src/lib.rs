@@ -1,0 +1,25 @@
+//! axn-worker keeps the AXN privacy-number platform's Redis state in step with
+//! its RabbitMQ queues: XB unbind callbacks, B-number blacklist changes,
+//! employee phone changes and call records come in; Redis hashes and sets are
+//! updated, and call-log events go out. `../shared/design/SPEC.md` (or
+//! `docs/architecture.md`) is the contract.
+//!
+//! # Layout
+//! - [`config`]: settings (shipped `config.toml` + file + `AXN__` env), validated.
+//! - [`startup`]: `Application::build` / `run_until_stopped`.
+//! - [`broker`]: connection supervisor, topology, consume loop and the one
+//!   function that acks, retries, parks or dead-letters ([`broker::consumer::settle`]).
+//! - [`handlers`]: one file per input queue: message type, validation, effect.
+//! - [`store`]: Redis keys, scripts and connection.
+//! - [`http`]: `/healthz`, `/readyz`.
+//! - [`phone`]: normalizing and masking numbers.
+
+pub mod broker;
+pub mod config;
+pub mod handlers;
+pub mod health;
+pub mod http;
+pub mod phone;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

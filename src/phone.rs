@@ -1,0 +1,168 @@
+//! Phone numbers: the one place that decides what a full number is and how a
+//! number is shown in logs.
+//!
+//! The contract's rules: strip spaces and dashes; strip a leading `+86`,
+//! `0086` or `86` when what remains is a mainland mobile number (11 digits
+//! starting with 1); keep any other all-digit number of 5-20 digits as given;
+//! everything else (letters, `*`, another country's `+` code) is not a full
+//! number. Logs only ever see [`mask`]ed numbers.
+
+use std::fmt;
+
+/// Why a string is not a full phone number. The variants carry no number, so
+/// an error can be logged or put in a dead-letter header as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("is empty")]
+    Empty,
+    #[error("is masked (contains '*')")]
+    Masked,
+    #[error("is not a full number (5-20 digits, optionally +86/0086/86 before a mobile number)")]
+    Invalid,
+}
+
+/// Normalizes a phone number as the contract says, or tells why it is not a
+/// full number.
+pub fn normalize(raw: &str) -> Result<String, PhoneError> {
+    let s: String = raw
+        .chars()
+        .filter(|c| *c != ' ' && *c != '-')
+        .collect();
+    if s.is_empty() {
+        return Err(PhoneError::Empty);
+    }
+    if s.contains('*') {
+        return Err(PhoneError::Masked);
+    }
+    for prefix in ["+86", "0086", "86"] {
+        if let Some(rest) = s.strip_prefix(prefix)
+            && is_mainland_mobile(rest)
+        {
+            return Ok(rest.to_owned());
+        }
+    }
+    if (5..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s)
+    } else {
+        Err(PhoneError::Invalid)
+    }
+}
+
+fn is_mainland_mobile(s: &str) -> bool {
+    s.len() == 11 && s.starts_with('1') && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A number as it may appear in a log line: the first 3 and last 4 characters
+/// with `****` between (`189****8352`), as the contact-center seed shows.
+/// Strings too short to keep 7 characters are hidden entirely.
+pub fn mask(raw: &str) -> Masked<'_> {
+    Masked(raw)
+}
+
+/// Display adapter returned by [`mask`]; formats without allocating.
+pub struct Masked<'a>(&'a str);
+
+impl fmt::Display for Masked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let chars: Vec<char> = self.0.chars().collect();
+        if chars.len() < 8 {
+            return f.write_str("****");
+        }
+        let head: String = chars[..3].iter().collect();
+        let tail: String = chars[chars.len() - 4..].iter().collect();
+        write!(f, "{head}****{tail}")
+    }
+}
+
+impl fmt::Debug for Masked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Masks every run of 7 or more digits in free text (an error message, a JSON
+/// body shown to an operator), so that no full number escapes through text the
+/// worker did not build itself.
+pub fn mask_digits_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 7 {
+            out.push_str(&mask(run).to_string());
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mainland_forms_normalize_to_eleven_digits() {
+        for raw in [
+            "13988888888",
+            "+8613988888888",
+            "008613988888888",
+            "8613988888888",
+            "139 8888 8888",
+            "139-8888-8888",
+            "+86 139-8888-8888",
+        ] {
+            assert_eq!(normalize(raw), Ok("13988888888".to_owned()), "{raw}");
+        }
+    }
+
+    #[test]
+    fn other_digit_strings_are_kept_as_given() {
+        assert_eq!(normalize("02112345678"), Ok("02112345678".into()));
+        assert_eq!(normalize("12345"), Ok("12345".into()));
+        assert_eq!(normalize("95555"), Ok("95555".into()));
+        // 86 followed by something that is not a mobile number stays as it is.
+        assert_eq!(normalize("8612345"), Ok("8612345".into()));
+        assert_eq!(normalize("008612345"), Ok("008612345".into()));
+        assert_eq!(normalize("12345678901234567890"), Ok("12345678901234567890".into()));
+    }
+
+    #[test]
+    fn non_numbers_are_rejected_with_a_reason() {
+        assert_eq!(normalize(""), Err(PhoneError::Empty));
+        assert_eq!(normalize(" - "), Err(PhoneError::Empty));
+        assert_eq!(normalize("1347011****"), Err(PhoneError::Masked));
+        assert_eq!(normalize("1234"), Err(PhoneError::Invalid));
+        assert_eq!(normalize("123456789012345678901"), Err(PhoneError::Invalid));
+        assert_eq!(normalize("1398888888a"), Err(PhoneError::Invalid));
+        assert_eq!(normalize("+4915112345678"), Err(PhoneError::Invalid));
+        assert_eq!(normalize("+86123"), Err(PhoneError::Invalid));
+        assert_eq!(normalize("１３９８８８８８８８８"), Err(PhoneError::Invalid));
+    }
+
+    #[test]
+    fn mask_keeps_first_three_and_last_four() {
+        assert_eq!(mask("18912348352").to_string(), "189****8352");
+        assert_eq!(mask("008613988888888").to_string(), "008****8888");
+        assert_eq!(mask("1234567").to_string(), "****");
+        assert_eq!(mask("").to_string(), "****");
+    }
+
+    #[test]
+    fn mask_digits_in_hides_numbers_inside_text() {
+        assert_eq!(
+            mask_digits_in(r#"{"telX":"17111526089","platId":3}"#),
+            r#"{"telX":"171****6089","platId":3}"#
+        );
+        assert_eq!(mask_digits_in("user 74705 ok"), "user 74705 ok");
+    }
+}

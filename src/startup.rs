@@ -1,0 +1,100 @@
+//! Builds the application from its settings and runs it until told to stop.
+//! The caller supplies the HTTP listener and the shutdown token, so tests run
+//! the real application on port 0, in parallel, with their own names.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    broker::Broker,
+    config::Settings,
+    health::Health,
+    http::{self, AppState},
+    store::Store,
+};
+
+pub struct Application {
+    settings: Arc<Settings>,
+    listener: TcpListener,
+    store: Store,
+    health: Arc<Health>,
+}
+
+impl Application {
+    /// Validates the settings and prepares the parts; connects to nothing yet.
+    pub fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let store = Store::new(&settings.redis).context("Failed to set up the Redis client")?;
+        Ok(Application { settings: Arc::new(settings), listener, store, health: Arc::new(Health::default()) })
+    }
+
+    /// Binds the listener from `[http] listen`, then [`Application::build`].
+    pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&settings.http.listen)
+            .await
+            .with_context(|| format!("Failed to listen on {}", settings.http.listen))?;
+        Self::build(settings, listener)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// Runs the consumers, the Redis probe and the HTTP server until
+    /// `shutdown`; then drains (see `Broker::run`) and returns. An error means
+    /// the worker cannot run as configured.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application { settings, listener, store, health } = self;
+        tracing::info!(
+            http = %listener.local_addr()?,
+            key_prefix = %settings.redis.key_prefix,
+            "axn-worker starting"
+        );
+        let internal = shutdown.child_token();
+        let http = tokio::spawn(http::serve(listener, AppState { health: Arc::clone(&health) }, internal.clone()));
+        let probe = tokio::spawn(probe_redis(store.clone(), Arc::clone(&health), internal.clone()));
+
+        let result = Broker::new(Arc::clone(&settings), store, Arc::clone(&health))
+            .run(shutdown.clone())
+            .await;
+        health.set_stopping();
+        internal.cancel();
+        let _ = probe.await;
+        match http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server failed"),
+            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+        }
+        result.context("The worker cannot run with this broker topology")?;
+        tracing::info!("axn-worker stopped");
+        Ok(())
+    }
+}
+
+/// Pings Redis every second; readiness follows the answer.
+async fn probe_redis(store: Store, health: Arc<Health>, stop: CancellationToken) {
+    let mut was_up = None;
+    loop {
+        let up = matches!(tokio::time::timeout(Duration::from_secs(2), store.ping()).await, Ok(Ok(())));
+        health.set_redis(up);
+        if was_up != Some(up) {
+            if up {
+                tracing::info!("Redis is reachable");
+            } else {
+                tracing::warn!("Redis does not answer");
+            }
+            was_up = Some(up);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
