@@ -277,20 +277,34 @@ impl Settings {
     /// Checks what the types cannot: ranges, and names that must differ.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
-        if !self.amqp.url.expose().starts_with("amqp://") && !self.amqp.url.expose().starts_with("amqps://") {
+        if !self.amqp.url.expose().starts_with("amqp://")
+            && !self.amqp.url.expose().starts_with("amqps://")
+        {
             return bad("amqp.url must start with amqp:// or amqps://".into());
         }
-        if !self.redis.url.expose().starts_with("redis://") && !self.redis.url.expose().starts_with("rediss://") {
+        if !self.redis.url.expose().starts_with("redis://")
+            && !self.redis.url.expose().starts_with("rediss://")
+        {
             return bad("redis.url must start with redis:// or rediss://".into());
         }
         if self.redis.response_timeout_ms == 0 || self.redis.connect_timeout_ms == 0 {
-            return bad("redis.connect_timeout_ms and redis.response_timeout_ms must be above 0".into());
+            return bad(
+                "redis.connect_timeout_ms and redis.response_timeout_ms must be above 0".into(),
+            );
         }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad(format!("http.listen {:?} is not an address like 127.0.0.1:8080", self.http.listen));
+            return bad(format!(
+                "http.listen {:?} is not an address like 127.0.0.1:8080",
+                self.http.listen
+            ));
         }
-        if self.amqp.reconnect_min_delay_ms == 0 || self.amqp.reconnect_max_delay_ms < self.amqp.reconnect_min_delay_ms {
-            return bad("amqp.reconnect_min_delay_ms must be above 0 and at most reconnect_max_delay_ms".into());
+        if self.amqp.reconnect_min_delay_ms == 0
+            || self.amqp.reconnect_max_delay_ms < self.amqp.reconnect_min_delay_ms
+        {
+            return bad(
+                "amqp.reconnect_min_delay_ms must be above 0 and at most reconnect_max_delay_ms"
+                    .into(),
+            );
         }
         let mut names = HashSet::new();
         for kind in QueueKind::ALL {
@@ -309,13 +323,20 @@ impl Settings {
                 return bad(format!("{} must be at least 1", at("max_attempts")));
             }
             if q.retry_delays_ms.is_empty() || q.retry_delays_ms.contains(&0) {
-                return bad(format!("{} must list at least one delay, each above 0", at("retry_delays_ms")));
+                return bad(format!(
+                    "{} must list at least one delay, each above 0",
+                    at("retry_delays_ms")
+                ));
             }
             if q.max_body_bytes == 0 {
                 return bad(format!("{} must be above 0", at("max_body_bytes")));
             }
             if !names.insert(q.name.clone()) {
-                return bad(format!("{} {:?} is used by another queue", at("name"), q.name));
+                return bad(format!(
+                    "{} {:?} is used by another queue",
+                    at("name"),
+                    q.name
+                ));
             }
         }
         let out = &self.publish.call_log;
@@ -330,22 +351,42 @@ impl Settings {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
 
     #[test]
     fn shipped_config_is_valid_and_matches_the_contract() {
         let s = Settings::defaults().expect("shipped config.toml must load");
-        assert_eq!(s.queues.xb_unbind.name, "service_exchange1_privatenumberXNB");
+        assert_eq!(
+            s.queues.xb_unbind.name,
+            "service_exchange1_privatenumberXNB"
+        );
         assert_eq!(s.queues.blacklist.name, "service_exchange1_SetBlackNumber");
-        assert_eq!(s.queues.phone_history.name, "house_exchange1_SaleCallPhoneNumberPool");
-        assert_eq!(s.queues.call_record.name, "service_exchange1_privatenumberCallRecord");
-        let conc: Vec<u16> = QueueKind::ALL.iter().map(|k| s.queues.get(*k).concurrency).collect();
+        assert_eq!(
+            s.queues.phone_history.name,
+            "house_exchange1_SaleCallPhoneNumberPool"
+        );
+        assert_eq!(
+            s.queues.call_record.name,
+            "service_exchange1_privatenumberCallRecord"
+        );
+        let conc: Vec<u16> = QueueKind::ALL
+            .iter()
+            .map(|k| s.queues.get(*k).concurrency)
+            .collect();
         assert_eq!(conc, [10, 10, 5, 10]);
-        assert!(QueueKind::ALL.iter().all(|k| s.queues.get(*k).timeout_secs == 120));
+        assert!(
+            QueueKind::ALL
+                .iter()
+                .all(|k| s.queues.get(*k).timeout_secs == 120)
+        );
         assert_eq!(s.queues.xb_unbind.max_body_bytes, 64 * 1024);
         assert_eq!(s.redis.key_prefix, "4011:1:");
-        assert_eq!(s.publish.call_log.routing_key, "house_exchange1_GetPhoneWriteLog");
+        assert_eq!(
+            s.publish.call_log.routing_key,
+            "house_exchange1_GetPhoneWriteLog"
+        );
         assert_eq!(s.redis.unbound_retention_secs, 24 * 3600);
     }
 
@@ -369,13 +410,22 @@ mod tests {
     fn unknown_keys_and_bad_values_are_rejected() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("typo.toml", "[queues.blacklist]\nconcurency = 3\n")?;
-            let err = Settings::load(Path::new("typo.toml")).unwrap_err().to_string();
+            let err = Settings::load(Path::new("typo.toml"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("concurency"), "{err}");
             jail.create_file("zero.toml", "[queues.blacklist]\nconcurrency = 0\n")?;
-            let err = Settings::load(Path::new("zero.toml")).unwrap_err().to_string();
+            let err = Settings::load(Path::new("zero.toml"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("queues.blacklist.concurrency"), "{err}");
-            jail.create_file("dup.toml", "[queues.blacklist]\nname = \"service_exchange1_privatenumberXNB\"\n")?;
-            let err = Settings::load(Path::new("dup.toml")).unwrap_err().to_string();
+            jail.create_file(
+                "dup.toml",
+                "[queues.blacklist]\nname = \"service_exchange1_privatenumberXNB\"\n",
+            )?;
+            let err = Settings::load(Path::new("dup.toml"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("used by another queue"), "{err}");
             Ok(())
         });

@@ -61,6 +61,12 @@ impl Health {
         let broker = consuming.len() == QueueKind::ALL.len();
         let redis = self.redis.load(Ordering::SeqCst);
         let stopping = self.stopping.load(Ordering::SeqCst);
-        Readiness { ready: broker && redis && !stopping, broker, redis, stopping, consuming }
+        Readiness {
+            ready: broker && redis && !stopping,
+            broker,
+            redis,
+            stopping,
+            consuming,
+        }
     }
 }

@@ -17,7 +17,13 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Configuration file (when no subcommand is given, `run` uses it).
-    #[arg(long, short, global = true, default_value = "config.toml", env = "AXN_CONFIG")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "config.toml",
+        env = "AXN_CONFIG"
+    )]
     config: PathBuf,
 }
 
@@ -30,8 +36,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(&cli.config)
-        .with_context(|| format!("Failed to load the configuration from {}", cli.config.display()))?;
+    let settings = Settings::load(&cli.config).with_context(|| {
+        format!(
+            "Failed to load the configuration from {}",
+            cli.config.display()
+        )
+    })?;
     telemetry::init(&settings.log);
     // One core serves the worker best here: the broker and Redis need the
     // other (see docs/architecture.md).

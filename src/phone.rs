@@ -24,10 +24,7 @@ pub enum PhoneError {
 /// Normalizes a phone number as the contract says, or tells why it is not a
 /// full number.
 pub fn normalize(raw: &str) -> Result<String, PhoneError> {
-    let s: String = raw
-        .chars()
-        .filter(|c| *c != ' ' && *c != '-')
-        .collect();
+    let s: String = raw.chars().filter(|c| *c != ' ' && *c != '-').collect();
     if s.is_empty() {
         return Err(PhoneError::Empty);
     }
@@ -133,7 +130,10 @@ mod tests {
         // 86 followed by something that is not a mobile number stays as it is.
         assert_eq!(normalize("8612345"), Ok("8612345".into()));
         assert_eq!(normalize("008612345"), Ok("008612345".into()));
-        assert_eq!(normalize("12345678901234567890"), Ok("12345678901234567890".into()));
+        assert_eq!(
+            normalize("12345678901234567890"),
+            Ok("12345678901234567890".into())
+        );
     }
 
     #[test]
@@ -146,7 +146,10 @@ mod tests {
         assert_eq!(normalize("1398888888a"), Err(PhoneError::Invalid));
         assert_eq!(normalize("+4915112345678"), Err(PhoneError::Invalid));
         assert_eq!(normalize("+86123"), Err(PhoneError::Invalid));
-        assert_eq!(normalize("１３９８８８８８８８８"), Err(PhoneError::Invalid));
+        assert_eq!(
+            normalize("１３９８８８８８８８８"),
+            Err(PhoneError::Invalid)
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Application {
     listener: TcpListener,
     store: Store,
     health: Arc<Health>,
+    /// Label appended to the AMQP connection name (see `with_instance`).
+    instance: Option<String>,
 }
 
 impl Application {
@@ -28,7 +30,13 @@ impl Application {
     pub fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
         settings.validate()?;
         let store = Store::new(&settings.redis).context("Failed to set up the Redis client")?;
-        Ok(Application { settings: Arc::new(settings), listener, store, health: Arc::new(Health::default()) })
+        Ok(Application {
+            settings: Arc::new(settings),
+            listener,
+            store,
+            health: Arc::new(Health::default()),
+            instance: None,
+        })
     }
 
     /// Binds the listener from `[http] listen`, then [`Application::build`].
@@ -37,6 +45,13 @@ impl Application {
             .await
             .with_context(|| format!("Failed to listen on {}", settings.http.listen))?;
         Self::build(settings, listener)
+    }
+
+    /// Labels this instance's broker connection (`axn-worker@host:pid/label`),
+    /// for processes that run several workers, such as the tests.
+    pub fn with_instance(mut self, label: impl Into<String>) -> Self {
+        self.instance = Some(label.into());
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -51,19 +66,40 @@ impl Application {
     /// `shutdown`; then drains (see `Broker::run`) and returns. An error means
     /// the worker cannot run as configured.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { settings, listener, store, health } = self;
+        let Application {
+            settings,
+            listener,
+            store,
+            health,
+            instance,
+        } = self;
         tracing::info!(
             http = %listener.local_addr()?,
             key_prefix = %settings.redis.key_prefix,
             "axn-worker starting"
         );
         let internal = shutdown.child_token();
-        let http = tokio::spawn(http::serve(listener, AppState { health: Arc::clone(&health) }, internal.clone()));
-        let probe = tokio::spawn(probe_redis(store.clone(), Arc::clone(&health), internal.clone()));
+        let http = tokio::spawn(http::serve(
+            listener,
+            AppState {
+                health: Arc::clone(&health),
+            },
+            internal.clone(),
+        ));
+        let probe = tokio::spawn(probe_redis(
+            store.clone(),
+            Arc::clone(&health),
+            internal.clone(),
+        ));
 
-        let result = Broker::new(Arc::clone(&settings), store, Arc::clone(&health))
-            .run(shutdown.clone())
-            .await;
+        let result = Broker::new(
+            Arc::clone(&settings),
+            store,
+            Arc::clone(&health),
+            instance.as_deref(),
+        )
+        .run(shutdown.clone())
+        .await;
         health.set_stopping();
         internal.cancel();
         let _ = probe.await;
@@ -82,7 +118,10 @@ impl Application {
 async fn probe_redis(store: Store, health: Arc<Health>, stop: CancellationToken) {
     let mut was_up = None;
     loop {
-        let up = matches!(tokio::time::timeout(Duration::from_secs(2), store.ping()).await, Ok(Ok(())));
+        let up = matches!(
+            tokio::time::timeout(Duration::from_secs(2), store.ping()).await,
+            Ok(Ok(()))
+        );
         health.set_redis(up);
         if was_up != Some(up) {
             if up {

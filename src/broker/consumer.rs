@@ -19,7 +19,9 @@ use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel,
     message::Delivery,
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    },
     types::{AMQPValue, FieldTable, ShortString},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -72,11 +74,22 @@ pub async fn consume(
     stop: CancellationToken,
 ) -> Result<(), ConsumeError> {
     let queue = q.settings.name.clone();
-    let broker = |source| ConsumeError::Broker { queue: queue.clone(), source };
-    channel.basic_qos(q.settings.concurrency, BasicQosOptions::default()).await.map_err(broker)?;
+    let broker = |source| ConsumeError::Broker {
+        queue: queue.clone(),
+        source,
+    };
+    channel
+        .basic_qos(q.settings.concurrency, BasicQosOptions::default())
+        .await
+        .map_err(broker)?;
     let tag = format!("axn-worker.{}.{}", q.kind, std::process::id());
     let mut consumer = channel
-        .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .map_err(broker)?;
     health.set_consuming(q.kind, true);
@@ -96,7 +109,9 @@ pub async fn consume(
     if result.is_ok() {
         // Stop deliveries; those already prefetched go back when the
         // channel closes.
-        let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
     }
     result
 }
@@ -116,7 +131,14 @@ fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &Task
             let publisher = ctx.publisher.clone();
             tracker.spawn(
                 async move {
-                    settle(&q.settings, &publisher, delivery, attempt, vec![Part::whole(Outcome::Failed(e))]).await
+                    settle(
+                        &q.settings,
+                        &publisher,
+                        delivery,
+                        attempt,
+                        vec![Part::whole(Outcome::Failed(e))],
+                    )
+                    .await
                 }
                 .instrument(span),
             );
@@ -128,13 +150,13 @@ fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &Task
                 async move {
                     turn.ready().await;
                     let timeout = q.settings.timeout();
-                    let parts = match tokio::time::timeout(timeout, handlers::apply(job, &ctx)).await {
-                        Ok(parts) => parts,
-                        Err(_) => vec![Part::whole(Outcome::Failed(HandlerError::transient(format!(
-                            "handler timed out after {} s",
-                            timeout.as_secs()
-                        ))))],
-                    };
+                    let parts =
+                        match tokio::time::timeout(timeout, handlers::apply(job, &ctx)).await {
+                            Ok(parts) => parts,
+                            Err(_) => vec![Part::whole(Outcome::Failed(HandlerError::transient(
+                                format!("handler timed out after {} s", timeout.as_secs()),
+                            )))],
+                        };
                     settle(&q.settings, &ctx.publisher, delivery, attempt, parts).await;
                     drop(turn);
                 }
@@ -146,7 +168,13 @@ fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &Task
 
 /// Decides the fate of one delivery from its parts' outcomes, in one place.
 /// Takes the delivery by value: it is acked or nacked exactly once.
-pub async fn settle(q: &QueueSettings, publisher: &Publisher, delivery: Delivery, attempt: u32, parts: Vec<Part>) {
+pub async fn settle(
+    q: &QueueSettings,
+    publisher: &Publisher,
+    delivery: Delivery,
+    attempt: u32,
+    parts: Vec<Part>,
+) {
     let mut durable = true;
     for part in &parts {
         let body = part.body.as_deref().unwrap_or(&delivery.data);
@@ -157,7 +185,12 @@ pub async fn settle(q: &QueueSettings, publisher: &Publisher, delivery: Delivery
             }
             Outcome::Parked => {
                 tracing::info!("call record matches no binding: parked");
-                Some((q.unattributed_name(), "unattributed", "no XB binding has this subId".to_owned(), attempt - 1))
+                Some((
+                    q.unattributed_name(),
+                    "unattributed",
+                    "no XB binding has this subId".to_owned(),
+                    attempt - 1,
+                ))
             }
             Outcome::Failed(HandlerError::Permanent { reason, detail }) => {
                 tracing::warn!(reason = reason.as_str(), error = %detail, "permanent failure: dead-lettered");
@@ -170,11 +203,17 @@ pub async fn settle(q: &QueueSettings, publisher: &Publisher, delivery: Delivery
             }
             Outcome::Failed(HandlerError::Transient(e)) => {
                 tracing::error!(error = %e, attempts = attempt, "transient failures exhausted the attempts: dead-lettered");
-                Some((q.dlq_name(), Reason::RetriesExhausted.as_str(), e.clone(), attempt))
+                Some((
+                    q.dlq_name(),
+                    Reason::RetriesExhausted.as_str(),
+                    e.clone(),
+                    attempt,
+                ))
             }
         };
         if let Some((to, reason, error, attempts)) = forward {
-            let props = forwarded_properties(&delivery.properties, &q.name, reason, &error, attempts);
+            let props =
+                forwarded_properties(&delivery.properties, &q.name, reason, &error, attempts);
             if let Err(e) = publisher.publish("", &to, body, props).await {
                 tracing::error!(error = %e, to = %to, "could not move the message: it goes back to its queue");
                 durable = false;
@@ -188,13 +227,20 @@ pub async fn settle(q: &QueueSettings, publisher: &Publisher, delivery: Delivery
             // The channel closed (or recovered) since the delivery: the broker
             // has requeued it and will deliver it again; its effects are
             // idempotent, so that is safe, but say so.
-            Ok(false) => tracing::warn!("ack not sent: the delivery's channel is gone; the broker will redeliver it"),
-            Err(e) => tracing::warn!(error = %e, "ack failed; the broker will redeliver the message"),
+            Ok(false) => tracing::warn!(
+                "ack not sent: the delivery's channel is gone; the broker will redeliver it"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "ack failed; the broker will redeliver the message")
+            }
         }
     } else {
         // Give a failing broker a moment before the message comes straight back.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let requeue = BasicNackOptions { requeue: true, ..Default::default() };
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        };
         if let Err(e) = delivery.acker.nack(requeue).await {
             tracing::warn!(error = %e, "nack failed; the broker will redeliver the message");
         }
@@ -203,7 +249,11 @@ pub async fn settle(q: &QueueSettings, publisher: &Publisher, delivery: Delivery
 
 /// How many attempts have failed transiently so far (0 when never retried).
 pub fn failed_attempts(props: &BasicProperties) -> u32 {
-    let Some(value) = props.headers().as_ref().and_then(|h| h.inner().get(ATTEMPTS_HEADER)) else {
+    let Some(value) = props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ATTEMPTS_HEADER))
+    else {
         return 0;
     };
     let n: i64 = match value {
@@ -214,7 +264,10 @@ pub fn failed_attempts(props: &BasicProperties) -> u32 {
         AMQPValue::LongInt(v) => (*v).into(),
         AMQPValue::LongUInt(v) => (*v).into(),
         AMQPValue::LongLongInt(v) => *v,
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).trim().parse().unwrap_or(0),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes())
+            .trim()
+            .parse()
+            .unwrap_or(0),
         _ => 0,
     };
     n.clamp(0, u32::MAX as i64 / 2) as u32
@@ -224,7 +277,13 @@ pub fn failed_attempts(props: &BasicProperties) -> u32 {
 /// the producer's properties that matter downstream, persistent, and our
 /// headers. `user_id` and `expiration` are dropped on purpose: the broker
 /// rejects a foreign user_id, and a dead letter must not expire.
-fn forwarded_properties(orig: &BasicProperties, queue: &str, reason: &str, error: &str, attempts: u32) -> BasicProperties {
+fn forwarded_properties(
+    orig: &BasicProperties,
+    queue: &str,
+    reason: &str,
+    error: &str,
+    attempts: u32,
+) -> BasicProperties {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let mut headers = orig.headers().clone().unwrap_or_default();
     let first_failed = headers
@@ -233,14 +292,22 @@ fn forwarded_properties(orig: &BasicProperties, queue: &str, reason: &str, error
         .cloned()
         .unwrap_or_else(|| AMQPValue::LongString(now.as_str().into()));
     let text = |s: &str| AMQPValue::LongString(s.into());
-    headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongLongInt(attempts as i64));
+    headers.insert(
+        ATTEMPTS_HEADER.into(),
+        AMQPValue::LongLongInt(attempts as i64),
+    );
     headers.insert(REASON_HEADER.into(), text(reason));
-    headers.insert(ERROR_HEADER.into(), text(&crate::phone::mask_digits_in(error)));
+    headers.insert(
+        ERROR_HEADER.into(),
+        text(&crate::phone::mask_digits_in(error)),
+    );
     headers.insert(ORIGINAL_QUEUE_HEADER.into(), text(queue));
     headers.insert(FAILED_AT_HEADER.into(), text(&now));
     headers.insert(FIRST_FAILED_AT_HEADER.into(), first_failed);
 
-    let mut p = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+    let mut p = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers);
     let copy = |v: &Option<ShortString>| v.clone();
     if let Some(v) = copy(orig.content_type()) {
         p = p.with_content_type(v);
@@ -275,7 +342,9 @@ mod tests {
 
     #[test]
     fn attempts_header_round_trips_and_first_failure_is_kept() {
-        let orig = BasicProperties::default().with_content_type("application/json".into()).with_user_id("producer".into());
+        let orig = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_user_id("producer".into());
         assert_eq!(failed_attempts(&orig), 0);
         let once = forwarded_properties(&orig, "q", "transient", "redis: down 13988888888", 1);
         assert_eq!(failed_attempts(&once), 1);
@@ -283,12 +352,27 @@ mod tests {
         assert_eq!(once.delivery_mode(), &Some(2));
         let headers = once.headers().clone().unwrap();
         let first = headers.inner().get(FIRST_FAILED_AT_HEADER).cloned();
-        assert_eq!(headers.inner().get(ERROR_HEADER), Some(&AMQPValue::LongString("redis: down 139****8888".into())));
+        assert_eq!(
+            headers.inner().get(ERROR_HEADER),
+            Some(&AMQPValue::LongString("redis: down 139****8888".into()))
+        );
         let twice = forwarded_properties(&once, "q", "transient", "again", 2);
         assert_eq!(failed_attempts(&twice), 2);
-        assert_eq!(twice.headers().clone().unwrap().inner().get(FIRST_FAILED_AT_HEADER).cloned(), first);
+        assert_eq!(
+            twice
+                .headers()
+                .clone()
+                .unwrap()
+                .inner()
+                .get(FIRST_FAILED_AT_HEADER)
+                .cloned(),
+            first
+        );
         let mut h = FieldTable::default();
         h.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongString("3".into()));
-        assert_eq!(failed_attempts(&BasicProperties::default().with_headers(h)), 3);
+        assert_eq!(
+            failed_attempts(&BasicProperties::default().with_headers(h)),
+            3
+        );
     }
 }

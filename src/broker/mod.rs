@@ -45,7 +45,10 @@ enum SessionEnd {
     Fatal(BrokerError),
     /// The session was lost; `established` when it had been consuming (so the
     /// backoff starts over).
-    Lost { error: String, established: bool },
+    Lost {
+        error: String,
+        established: bool,
+    },
 }
 
 /// The broker side of the worker.
@@ -55,26 +58,46 @@ pub struct Broker {
     health: Arc<Health>,
     queues: Vec<Arc<QueueRuntime>>,
     tracker: TaskTracker,
+    /// The AMQP connection_name.
+    name: String,
 }
 
-/// The name the connection shows in the broker's management tools.
-pub fn connection_name() -> String {
-    format!("axn-worker@{}:{}", gethostname::gethostname().to_string_lossy(), std::process::id())
+/// The name the connection shows in the broker's management tools:
+/// `axn-worker@<host>:<pid>`, then `/<instance>` when the embedding code
+/// runs several workers in one process (tests do) and labels them.
+pub fn connection_name(instance: Option<&str>) -> String {
+    let base = format!(
+        "axn-worker@{}:{}",
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id()
+    );
+    match instance {
+        Some(label) => format!("{base}/{label}"),
+        None => base,
+    }
 }
 
-/// Connects to the broker with the worker's connection name and timeout.
-pub async fn connect(settings: &Settings) -> anyhow::Result<Connection> {
+/// Connects to the broker under `name`, within the configured timeout.
+pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<Connection> {
     use anyhow::Context as _;
-    let props = ConnectionProperties::default().with_connection_name(connection_name().into());
+    let props = ConnectionProperties::default().with_connection_name(name.into());
     let timeout = Duration::from_secs(settings.amqp.connect_timeout_secs);
-    tokio::time::timeout(timeout, Connection::connect(settings.amqp.url.expose(), props))
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer from the broker within {} s", timeout.as_secs()))?
-        .context("Failed to connect to the broker")
+    tokio::time::timeout(
+        timeout,
+        Connection::connect(settings.amqp.url.expose(), props),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer from the broker within {} s", timeout.as_secs()))?
+    .context("Failed to connect to the broker")
 }
 
 impl Broker {
-    pub fn new(settings: Arc<Settings>, store: Store, health: Arc<Health>) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Store,
+        health: Arc<Health>,
+        instance: Option<&str>,
+    ) -> Self {
         let queues = QueueKind::ALL
             .into_iter()
             .map(|kind| {
@@ -85,7 +108,14 @@ impl Broker {
                 })
             })
             .collect();
-        Broker { settings, store, health, queues, tracker: TaskTracker::new() }
+        Broker {
+            settings,
+            store,
+            health,
+            queues,
+            tracker: TaskTracker::new(),
+            name: connection_name(instance),
+        }
     }
 
     /// Runs sessions until `shutdown`; then stops consuming, waits up to the
@@ -109,7 +139,9 @@ impl Broker {
                     if established {
                         backoff = builder.build();
                     }
-                    let delay = backoff.next().unwrap_or(Duration::from_millis(a.reconnect_max_delay_ms));
+                    let delay = backoff
+                        .next()
+                        .unwrap_or(Duration::from_millis(a.reconnect_max_delay_ms));
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker session lost; reconnecting");
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
@@ -121,23 +153,32 @@ impl Broker {
     }
 
     async fn session(&self, shutdown: &CancellationToken) -> SessionEnd {
-        let lost = |error: String| SessionEnd::Lost { error, established: false };
+        let lost = |error: String| SessionEnd::Lost {
+            error,
+            established: false,
+        };
         let conn = tokio::select! {
             _ = shutdown.cancelled() => return SessionEnd::Shutdown,
-            c = connect(&self.settings) => match c {
+            c = connect(&self.settings, &self.name) => match c {
                 Ok(c) => c,
                 Err(e) => return lost(format!("{e:#}")),
             },
         };
         if let Err(e) = topology::declare(&conn, &self.settings).await {
             let _ = conn.close(200, "topology failed".into()).await;
-            return if e.is_fatal() { SessionEnd::Fatal(e.into()) } else { lost(e.to_string()) };
+            return if e.is_fatal() {
+                SessionEnd::Fatal(e.into())
+            } else {
+                lost(e.to_string())
+            };
         }
 
         let stop = shutdown.child_token();
         let mut consumers = JoinSet::new();
         for q in &self.queues {
-            let channels = async { Ok::<_, lapin::Error>((conn.create_channel().await?, conn.create_channel().await?)) };
+            let channels = async {
+                Ok::<_, lapin::Error>((conn.create_channel().await?, conn.create_channel().await?))
+            };
             let (consume_channel, publish_channel) = match channels.await {
                 Ok(c) => c,
                 Err(e) => {
@@ -186,7 +227,10 @@ impl Broker {
             }
             Some(error) => {
                 let _ = conn.close(200, "axn-worker reconnecting".into()).await;
-                SessionEnd::Lost { error, established: true }
+                SessionEnd::Lost {
+                    error,
+                    established: true,
+                }
             }
         }
     }
@@ -198,8 +242,15 @@ impl Broker {
         let grace = Duration::from_secs(self.settings.shutdown.grace_period_secs);
         self.tracker.close();
         let in_flight = self.tracker.len();
-        tracing::info!(in_flight, grace_secs = grace.as_secs(), "stopped consuming; finishing messages in flight");
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        tracing::info!(
+            in_flight,
+            grace_secs = grace.as_secs(),
+            "stopped consuming; finishing messages in flight"
+        );
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 unfinished = self.tracker.len(),
                 "grace period over: unfinished messages return to their queues"

@@ -45,9 +45,19 @@ impl Sequencer {
         // keys is a set: a message never waits for itself.
         let waits = keys
             .iter()
-            .filter_map(|k| latest.insert(k.clone(), (seq, signal.clone())).map(|(_, rx)| rx))
+            .filter_map(|k| {
+                latest
+                    .insert(k.clone(), (seq, signal.clone()))
+                    .map(|(_, rx)| rx)
+            })
             .collect();
-        Turn { sequencer: Arc::clone(self), seq, keys, waits, _done: done }
+        Turn {
+            sequencer: Arc::clone(self),
+            seq,
+            keys,
+            waits,
+            _done: done,
+        }
     }
 
     /// Entities with a message in line (for tests and metrics).
@@ -73,7 +83,11 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let mut latest = self.sequencer.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut latest = self
+            .sequencer
+            .latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for k in &self.keys {
             if latest.get(k).is_some_and(|(seq, _)| *seq == self.seq) {
                 latest.remove(k);
@@ -97,7 +111,12 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut handles = Vec::new();
         // a1 is slow; a2 must wait for it; b1 must not.
-        for (name, key, delay) in [("a1", "a", 50u64), ("b1", "b", 0), ("a2", "a", 0), ("a3", "a", 0)] {
+        for (name, key, delay) in [
+            ("a1", "a", 50u64),
+            ("b1", "b", 0),
+            ("a2", "a", 0),
+            ("a3", "a", 0),
+        ] {
             let mut turn = s.enter(keys(&[key]));
             let log = log.clone();
             handles.push(tokio::spawn(async move {
@@ -121,8 +140,14 @@ mod tests {
         let first_b = s.enter(keys(&["b"]));
         let mut both = s.enter(keys(&["a", "b"]));
         drop(first_a);
-        assert!(tokio::time::timeout(Duration::from_millis(20), both.ready()).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), both.ready())
+                .await
+                .is_err()
+        );
         drop(first_b);
-        tokio::time::timeout(Duration::from_secs(1), both.ready()).await.expect("runs once both are done");
+        tokio::time::timeout(Duration::from_secs(1), both.ready())
+            .await
+            .expect("runs once both are done");
     }
 }

@@ -55,8 +55,14 @@ pub fn specs(settings: &Settings) -> Vec<QueueSpec> {
         for d in delays {
             let mut args = FieldTable::default();
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(d as i64));
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(q.name.as_str().into()));
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(q.name.as_str().into()),
+            );
             out.push(spec(q, q.retry_queue_name(d), args));
         }
         out.push(spec(q, q.dlq_name(), FieldTable::default()));
@@ -79,9 +85,16 @@ fn spec(q: &QueueSettings, name: String, mut arguments: FieldTable) -> QueueSpec
     // Classic is the broker's default: leave the argument out so that queues
     // declared before without it still match.
     if q.queue_type == QueueType::Quorum {
-        arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
     }
-    QueueSpec { name, arguments, passive: q.passive }
+    QueueSpec {
+        name,
+        arguments,
+        passive: q.passive,
+    }
 }
 
 /// Declares (or checks) every queue; the first failure ends the attempt (it
@@ -89,18 +102,33 @@ fn spec(q: &QueueSettings, name: String, mut arguments: FieldTable) -> QueueSpec
 pub async fn declare(conn: &Connection, settings: &Settings) -> Result<(), TopologyError> {
     let channel: Channel = conn.create_channel().await?;
     for s in specs(settings) {
-        let options = QueueDeclareOptions { passive: s.passive, durable: true, ..Default::default() };
-        if let Err(e) = channel.queue_declare(s.name.as_str().into(), options, s.arguments.clone()).await {
+        let options = QueueDeclareOptions {
+            passive: s.passive,
+            durable: true,
+            ..Default::default()
+        };
+        if let Err(e) = channel
+            .queue_declare(s.name.as_str().into(), options, s.arguments.clone())
+            .await
+        {
             let text = e.to_string();
-            let reason = if text.contains("NOT_FOUND") || text.contains("NOT-FOUND") || text.contains("no queue") {
+            let reason = if text.contains("NOT_FOUND")
+                || text.contains("NOT-FOUND")
+                || text.contains("no queue")
+            {
                 Some("it does not exist, and passive = true forbids creating it".to_owned())
             } else if text.contains("PRECONDITION") || text.contains("inequivalent") {
-                Some(format!("it exists with other arguments (queue_type or retry delays changed?): {text}"))
+                Some(format!(
+                    "it exists with other arguments (queue_type or retry delays changed?): {text}"
+                ))
             } else {
                 None
             };
             return Err(match reason {
-                Some(reason) => TopologyError::Unusable { queue: s.name, reason },
+                Some(reason) => TopologyError::Unusable {
+                    queue: s.name,
+                    reason,
+                },
                 None => TopologyError::Broker(e),
             });
         }
@@ -131,11 +159,27 @@ mod tests {
         ] {
             assert!(names.contains(&n.as_str()), "{n} missing from {names:?}");
         }
-        let retry = specs.iter().find(|s| s.name == format!("{cr}.retry.100ms")).unwrap();
+        let retry = specs
+            .iter()
+            .find(|s| s.name == format!("{cr}.retry.100ms"))
+            .unwrap();
         let args = retry.arguments.inner();
-        assert_eq!(args.get("x-message-ttl"), Some(&AMQPValue::LongLongInt(100)));
-        assert_eq!(args.get("x-dead-letter-routing-key"), Some(&AMQPValue::LongString(cr.into())));
-        assert_eq!(args.get("x-queue-type"), Some(&AMQPValue::LongString("quorum".into())));
-        assert!(!specs.iter().any(|s| s.name.ends_with("SetBlackNumber.unattributed")));
+        assert_eq!(
+            args.get("x-message-ttl"),
+            Some(&AMQPValue::LongLongInt(100))
+        );
+        assert_eq!(
+            args.get("x-dead-letter-routing-key"),
+            Some(&AMQPValue::LongString(cr.into()))
+        );
+        assert_eq!(
+            args.get("x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
+        assert!(
+            !specs
+                .iter()
+                .any(|s| s.name.ends_with("SetBlackNumber.unattributed"))
+        );
     }
 }

@@ -29,12 +29,16 @@ pub fn parse(value: &Value) -> Result<BlacklistChange, HandlerError> {
     let f = Fields(object(value)?);
     let action = match f.get(&["action"]) {
         None | Some(Value::Null) => {
-            return Err(HandlerError::permanent(Reason::MissingField, "required field action is missing"));
+            return Err(HandlerError::permanent(
+                Reason::MissingField,
+                "required field action is missing",
+            ));
         }
         Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("add") => Action::Add,
         Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("delete") => Action::Delete,
         Some(other) => {
-            let shown = phone::mask_digits_in(&other.to_string().chars().take(40).collect::<String>());
+            let shown =
+                phone::mask_digits_in(&other.to_string().chars().take(40).collect::<String>());
             return Err(HandlerError::permanent(
                 Reason::UnknownAction,
                 format!("action {shown} is neither \"add\" nor \"delete\""),
@@ -81,14 +85,27 @@ mod tests {
     #[test]
     fn seed_shape_parses_with_string_userid() {
         let m = parse(&json!({"platId": 3, "private_number": "13470110001", "action": "add", "userid": "74705", "type": 0})).unwrap();
-        assert_eq!(m, BlacklistChange { user_id: 74705, list_type: 0, number: "13470110001".into(), action: Action::Add, plat_id: Some(3) });
+        assert_eq!(
+            m,
+            BlacklistChange {
+                user_id: 74705,
+                list_type: 0,
+                number: "13470110001".into(),
+                action: Action::Add,
+                plat_id: Some(3)
+            }
+        );
         let m = parse(&json!({"private_number": "+8613470110001", "action": "DELETE", "userId": 74705, "type": "1"})).unwrap();
-        assert_eq!((m.action, m.list_type, m.number.as_str()), (Action::Delete, 1, "13470110001"));
+        assert_eq!(
+            (m.action, m.list_type, m.number.as_str()),
+            (Action::Delete, 1, "13470110001")
+        );
     }
 
     #[test]
     fn bad_fields_are_permanent() {
-        let base = json!({"private_number": "13470110001", "action": "add", "userid": "74705", "type": 0});
+        let base =
+            json!({"private_number": "13470110001", "action": "add", "userid": "74705", "type": 0});
         let with = |k: &str, v: Value| {
             let mut b = base.clone();
             b[k] = v;
@@ -99,7 +116,13 @@ mod tests {
         assert_eq!(with("type", json!(2)), Some(Reason::InvalidField));
         assert_eq!(with("userid", json!("-1")), Some(Reason::InvalidField));
         assert_eq!(with("userid", json!("abc")), Some(Reason::InvalidField));
-        assert_eq!(with("private_number", json!("1347011****")), Some(Reason::InvalidNumber));
-        assert_eq!(with("private_number", json!(null)), Some(Reason::MissingField));
+        assert_eq!(
+            with("private_number", json!("1347011****")),
+            Some(Reason::InvalidNumber)
+        );
+        assert_eq!(
+            with("private_number", json!(null)),
+            Some(Reason::MissingField)
+        );
     }
 }

@@ -85,9 +85,10 @@ pub fn parse_record(value: &Value) -> Result<CallRecord, HandlerError> {
 
 pub fn parse(value: Value) -> Result<Batch, HandlerError> {
     match value {
-        Value::Array(records) if records.is_empty() => {
-            Err(HandlerError::permanent(Reason::EmptyBatch, "body is an empty array"))
-        }
+        Value::Array(records) if records.is_empty() => Err(HandlerError::permanent(
+            Reason::EmptyBatch,
+            "body is an empty array",
+        )),
         Value::Array(records) => Ok(Batch(
             records
                 .into_iter()
@@ -97,10 +98,16 @@ pub fn parse(value: Value) -> Result<Batch, HandlerError> {
                 })
                 .collect(),
         )),
-        Value::Object(_) => Ok(Batch(vec![Item { body: None, record: parse_record(&value) }])),
+        Value::Object(_) => Ok(Batch(vec![Item {
+            body: None,
+            record: parse_record(&value),
+        }])),
         other => Err(HandlerError::permanent(
             Reason::NotAnObject,
-            format!("body is JSON {}, not an object or an array of objects", kind_of(&other)),
+            format!(
+                "body is JSON {}, not an object or an array of objects",
+                kind_of(&other)
+            ),
         )),
     }
 }
@@ -115,7 +122,10 @@ pub async fn apply(batch: Batch, ctx: &Ctx) -> Vec<Part> {
                 Err(e) => Outcome::Failed(e),
             },
         };
-        parts.push(Part { body: item.body, outcome });
+        parts.push(Part {
+            body: item.body,
+            outcome,
+        });
     }
     parts
 }
@@ -123,7 +133,11 @@ pub async fn apply(batch: Batch, ctx: &Ctx) -> Vec<Part> {
 #[tracing::instrument(name = "call_record", skip_all, fields(call_id = %r.call_id, sub_id = %r.sub_id))]
 async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, HandlerError> {
     let token = claim_token();
-    let binding = match ctx.store.claim_call(&r.call_id, &r.sub_id, &token, ctx.timeout).await? {
+    let binding = match ctx
+        .store
+        .claim_call(&r.call_id, &r.sub_id, &token, ctx.timeout)
+        .await?
+    {
         Claim::Duplicate => return Ok(Outcome::Applied("duplicate")),
         Claim::Unattributed => return Ok(Outcome::Parked),
         Claim::Busy => {
@@ -145,9 +159,15 @@ async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, HandlerError
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_message_id(r.call_id.as_str().into());
-    if let Err(e) = ctx.publisher.publish(&out.exchange, &out.routing_key, &event, props).await {
+    if let Err(e) = ctx
+        .publisher
+        .publish(&out.exchange, &out.routing_key, &event, props)
+        .await
+    {
         release(ctx, &r.call_id, &token).await;
-        return Err(HandlerError::transient(format!("call-log event not confirmed: {e}")));
+        return Err(HandlerError::transient(format!(
+            "call-log event not confirmed: {e}"
+        )));
     }
     commit(ctx, &r.call_id).await?;
     Ok(Outcome::Applied("published"))
@@ -160,10 +180,18 @@ pub fn call_log_event(binding: &str) -> Result<Vec<u8>, HandlerError> {
         HandlerError::permanent(Reason::InvalidBinding, format!("the XB binding {what}"))
     };
     let value: Value = serde_json::from_str(binding).map_err(|_| invalid("is not JSON"))?;
-    let map = value.as_object().ok_or_else(|| invalid("is not a JSON object"))?;
+    let map = value
+        .as_object()
+        .ok_or_else(|| invalid("is not a JSON object"))?;
     let f = Fields(map);
-    let user = f.get(&["userId"]).and_then(super::fields::as_uint).ok_or_else(|| invalid("lacks a numeric userId"))?;
-    let house = f.get(&["mapId"]).and_then(super::fields::as_uint).ok_or_else(|| invalid("lacks a numeric mapId"))?;
+    let user = f
+        .get(&["userId"])
+        .and_then(super::fields::as_uint)
+        .ok_or_else(|| invalid("lacks a numeric userId"))?;
+    let house = f
+        .get(&["mapId"])
+        .and_then(super::fields::as_uint)
+        .ok_or_else(|| invalid("lacks a numeric mapId"))?;
     Ok(format!(r#"{{"user":{user},"houseid":{house}}}"#).into_bytes())
 }
 
@@ -196,7 +224,11 @@ async fn release(ctx: &Ctx, call_id: &str, token: &str) {
 /// A token unique to this attempt in this process on this host.
 fn claim_token() -> String {
     static PREFIX: LazyLock<String> = LazyLock::new(|| {
-        format!("lease:{}:{}", gethostname::gethostname().to_string_lossy(), std::process::id())
+        format!(
+            "lease:{}:{}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id()
+        )
     });
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("{}:{}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
@@ -221,20 +253,45 @@ mod tests {
         let b = parse(json!([{"subId": "1", "callId": "a"}, {"subId": "2"}, 7])).unwrap();
         assert_eq!(b.0.len(), 3);
         assert!(b.0[0].record.is_ok());
-        assert_eq!(b.0[1].record.as_ref().unwrap_err().reason(), Some(Reason::MissingField));
-        assert_eq!(b.0[2].record.as_ref().unwrap_err().reason(), Some(Reason::NotAnObject));
+        assert_eq!(
+            b.0[1].record.as_ref().unwrap_err().reason(),
+            Some(Reason::MissingField)
+        );
+        assert_eq!(
+            b.0[2].record.as_ref().unwrap_err().reason(),
+            Some(Reason::NotAnObject)
+        );
         assert_eq!(b.0[2].body.as_deref(), Some(&b"7"[..]));
         assert_eq!(b.sub_ids(), BTreeSet::from(["1".to_string()]));
-        assert_eq!(parse(json!([])).unwrap_err().reason(), Some(Reason::EmptyBatch));
-        assert_eq!(parse(json!("x")).unwrap_err().reason(), Some(Reason::NotAnObject));
+        assert_eq!(
+            parse(json!([])).unwrap_err().reason(),
+            Some(Reason::EmptyBatch)
+        );
+        assert_eq!(
+            parse(json!("x")).unwrap_err().reason(),
+            Some(Reason::NotAnObject)
+        );
     }
 
     #[test]
     fn event_takes_user_and_house_from_the_binding_as_numbers() {
-        let e = call_log_event(r#"{"subId":"1","userId":"74705","mapId":123456,"mapClassId":1}"#).unwrap();
-        assert_eq!(serde_json::from_slice::<Value>(&e).unwrap(), json!({"user": 74705, "houseid": 123456}));
-        for bad in [r#"{"userId":"x","mapId":1}"#, r#"{"userId":1}"#, "[]", "nope"] {
-            assert_eq!(call_log_event(bad).unwrap_err().reason(), Some(Reason::InvalidBinding), "{bad}");
+        let e = call_log_event(r#"{"subId":"1","userId":"74705","mapId":123456,"mapClassId":1}"#)
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&e).unwrap(),
+            json!({"user": 74705, "houseid": 123456})
+        );
+        for bad in [
+            r#"{"userId":"x","mapId":1}"#,
+            r#"{"userId":1}"#,
+            "[]",
+            "nope",
+        ] {
+            assert_eq!(
+                call_log_event(bad).unwrap_err().reason(),
+                Some(Reason::InvalidBinding),
+                "{bad}"
+            );
         }
     }
 }

@@ -131,7 +131,10 @@ pub fn as_uint(v: &Value) -> Option<u64> {
 }
 
 fn wrong_kind(field: &str, expected: &str) -> HandlerError {
-    HandlerError::permanent(Reason::InvalidField, format!("field {field} must be {expected}"))
+    HandlerError::permanent(
+        Reason::InvalidField,
+        format!("field {field} must be {expected}"),
+    )
 }
 
 #[cfg(test)]
@@ -149,7 +152,10 @@ mod tests {
         let f = Fields(&m);
         assert_eq!(f.user_id(&["userid"]).unwrap(), 74705);
         assert_eq!(f.uint(&["type"]).unwrap(), 1);
-        assert_eq!(f.opt_text(&["operatorUser"]).unwrap().as_deref(), Some("51218"));
+        assert_eq!(
+            f.opt_text(&["operatorUser"]).unwrap().as_deref(),
+            Some("51218")
+        );
     }
 
     #[test]
@@ -167,13 +173,20 @@ mod tests {
             assert!(err.to_string().contains(name), "{err}");
         }
         assert_eq!(f.opt_uint(&["c"]).unwrap(), None);
-        assert_eq!(f.user_id(&["d"]).unwrap_err().reason(), Some(Reason::InvalidField));
-        assert_eq!(f.id(&["c"]).unwrap_err().reason(), Some(Reason::MissingField));
+        assert_eq!(
+            f.user_id(&["d"]).unwrap_err().reason(),
+            Some(Reason::InvalidField)
+        );
+        assert_eq!(
+            f.id(&["c"]).unwrap_err().reason(),
+            Some(Reason::MissingField)
+        );
     }
 
     #[test]
     fn numbers_are_normalized_and_errors_masked() {
-        let m = obj(json!({"n": "+8613988888888", "m": "1347011****", "x": "13988888888abc", "e": ""}));
+        let m =
+            obj(json!({"n": "+8613988888888", "m": "1347011****", "x": "13988888888abc", "e": ""}));
         let f = Fields(&m);
         assert_eq!(f.full_number(&["n"]).unwrap(), "13988888888");
         let err = f.full_number(&["m"]).unwrap_err();

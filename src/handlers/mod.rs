@@ -74,7 +74,10 @@ pub enum HandlerError {
 
 impl HandlerError {
     pub fn permanent(reason: Reason, detail: impl Into<String>) -> Self {
-        HandlerError::Permanent { reason, detail: detail.into() }
+        HandlerError::Permanent {
+            reason,
+            detail: detail.into(),
+        }
     }
     pub fn transient(detail: impl Into<String>) -> Self {
         HandlerError::Transient(detail.into())
@@ -115,7 +118,10 @@ pub struct Part {
 
 impl Part {
     pub fn whole(outcome: Outcome) -> Self {
-        Part { body: None, outcome }
+        Part {
+            body: None,
+            outcome,
+        }
     }
 }
 
@@ -158,7 +164,10 @@ pub fn parse(kind: QueueKind, body: &[u8], max_body_bytes: usize) -> Result<Job,
     if body.len() > max_body_bytes {
         return Err(HandlerError::permanent(
             Reason::BodyTooLarge,
-            format!("body is {} bytes, the limit is {max_body_bytes}", body.len()),
+            format!(
+                "body is {} bytes, the limit is {max_body_bytes}",
+                body.len()
+            ),
         ));
     }
     let text = std::str::from_utf8(body).map_err(|e| {
@@ -178,7 +187,10 @@ pub fn parse(kind: QueueKind, body: &[u8], max_body_bytes: usize) -> Result<Job,
 /// The object at the top of a body, or a permanent `not_an_object`.
 pub(crate) fn object(value: &Value) -> Result<&serde_json::Map<String, Value>, HandlerError> {
     value.as_object().ok_or_else(|| {
-        HandlerError::permanent(Reason::NotAnObject, format!("body is JSON {}, not an object", kind_of(value)))
+        HandlerError::permanent(
+            Reason::NotAnObject,
+            format!("body is JSON {}, not an object", kind_of(value)),
+        )
     })
 }
 
@@ -210,7 +222,7 @@ pub async fn apply(job: Job, ctx: &Ctx) -> Vec<Part> {
 }
 
 /// Seconds since the Unix epoch, as the contract's timestamps are.
-pub(crate) fn now_epoch() -> u64 {
+pub fn now_epoch() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -32,7 +32,12 @@ pub fn parse(value: &Value) -> Result<PhoneChange, HandlerError> {
 #[tracing::instrument(name = "phone_history", skip_all, fields(user_id = m.user_id, new_phone = %phone::mask(&m.new_phone), operator = m.operator.as_deref()))]
 pub async fn apply(m: &PhoneChange, ctx: &Ctx) -> Result<&'static str, HandlerError> {
     ctx.store
-        .record_phone_change(m.user_id, &m.new_phone, m.old_phone.as_deref(), super::now_epoch())
+        .record_phone_change(
+            m.user_id,
+            &m.new_phone,
+            m.old_phone.as_deref(),
+            super::now_epoch(),
+        )
         .await?;
     Ok("recorded")
 }
@@ -48,9 +53,15 @@ mod tests {
         let m = parse(&json!({"userId": "74705", "newPhone": "13812345678", "oldPhone": "13998765432", "operatorUser:": "51218"})).unwrap();
         assert_eq!(
             m,
-            PhoneChange { user_id: 74705, new_phone: "13812345678".into(), old_phone: Some("13998765432".into()), operator: Some("51218".into()) }
+            PhoneChange {
+                user_id: 74705,
+                new_phone: "13812345678".into(),
+                old_phone: Some("13998765432".into()),
+                operator: Some("51218".into())
+            }
         );
-        let m = parse(&json!({"userid": 74705, "newPhone": "13812345678", "operatorUser": 51218})).unwrap();
+        let m = parse(&json!({"userid": 74705, "newPhone": "13812345678", "operatorUser": 51218}))
+            .unwrap();
         assert_eq!((m.old_phone, m.operator.as_deref()), (None, Some("51218")));
         let m = parse(&json!({"userId": 1, "newPhone": "13812345678", "oldPhone": ""})).unwrap();
         assert_eq!(m.old_phone, None);
@@ -60,7 +71,8 @@ mod tests {
     fn masked_or_missing_numbers_are_permanent() {
         let e = parse(&json!({"userId": 1, "newPhone": "138****5678"})).unwrap_err();
         assert_eq!(e.reason(), Some(Reason::InvalidNumber));
-        let e = parse(&json!({"userId": 1, "newPhone": "13812345678", "oldPhone": "139****5432"})).unwrap_err();
+        let e = parse(&json!({"userId": 1, "newPhone": "13812345678", "oldPhone": "139****5432"}))
+            .unwrap_err();
         assert_eq!(e.reason(), Some(Reason::InvalidNumber));
         let e = parse(&json!({"userId": 1})).unwrap_err();
         assert_eq!(e.reason(), Some(Reason::MissingField));

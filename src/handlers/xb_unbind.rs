@@ -35,13 +35,19 @@ pub fn parse(value: &Value) -> Result<XbUnbind, HandlerError> {
 #[tracing::instrument(name = "xb_unbind", skip_all, fields(sub_id = %m.sub_id, tel_x = %phone::mask(&m.tel_x)))]
 pub async fn apply(m: &XbUnbind, ctx: &Ctx) -> Result<&'static str, HandlerError> {
     let retention = ctx.settings.redis.unbound_retention_secs;
-    match ctx.store.unbind_xb(&m.sub_id, &m.tel_x, super::now_epoch(), retention).await? {
+    match ctx
+        .store
+        .unbind_xb(&m.sub_id, &m.tel_x, super::now_epoch(), retention)
+        .await?
+    {
         UnbindResult::Unbound => Ok("unbound"),
         UnbindResult::AlreadyUnbound => Ok("already_unbound"),
         UnbindResult::Unknown => {
             // Nothing to move: the binding is gone already (pruned, or never
             // written). The state the message asks for holds, so it is done.
-            tracing::warn!("unbind of a binding that is in neither PrivateNumber_xb nor PrivateNumber_xb_unbound");
+            tracing::warn!(
+                "unbind of a binding that is in neither PrivateNumber_xb nor PrivateNumber_xb_unbound"
+            );
             Ok("unknown_binding")
         }
         UnbindResult::InvalidBinding => Err(HandlerError::permanent(
@@ -72,7 +78,11 @@ mod tests {
         assert_eq!(missing.reason(), Some(Reason::MissingField));
         let masked = parse(&json!({"telX": "1711152****", "subId": "1"})).unwrap_err();
         assert_eq!(masked.reason(), Some(Reason::InvalidNumber));
-        let numeric = parse(&json!({"telX": "+86 171-1152-6089", "subId": 1000039976446302u64})).unwrap();
-        assert_eq!((numeric.sub_id.as_str(), numeric.tel_x.as_str()), ("1000039976446302", "17111526089"));
+        let numeric =
+            parse(&json!({"telX": "+86 171-1152-6089", "subId": 1000039976446302u64})).unwrap();
+        assert_eq!(
+            (numeric.sub_id.as_str(), numeric.tel_x.as_str()),
+            ("1000039976446302", "17111526089")
+        );
     }
 }

@@ -9,7 +9,9 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Keys { prefix: prefix.into() }
+        Keys {
+            prefix: prefix.into(),
+        }
     }
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -77,7 +79,10 @@ mod tests {
         assert_eq!(k.user_axs(), "4011:1:PrivateNumber_user_axs");
         assert_eq!(k.black(74705, 0), "4011:1:PrivateNumber_black:74705:0");
         assert_eq!(k.user_phone(), "4011:1:PrivateNumber_user_phone");
-        assert_eq!(k.user_phones(74705), "4011:1:PrivateNumber_user_phones:74705");
+        assert_eq!(
+            k.user_phones(74705),
+            "4011:1:PrivateNumber_user_phones:74705"
+        );
         assert_eq!(k.phone_user(), "4011:1:PrivateNumber_phone_user");
         assert_eq!(k.calllog("ab12"), "4011:1:PrivateNumber_calllog:ab12");
         assert_eq!(k.uid_by_phone(), "4011:1:PrivateNumber_uid_by_phone");

@@ -16,10 +16,14 @@ pub use keys::Keys;
 
 use crate::config::RedisSettings;
 
-static XB_UNBIND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/xb_unbind.lua")));
-static PHONE_CHANGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/phone_change.lua")));
-static CALL_CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/call_claim.lua")));
-static CALL_RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/call_release.lua")));
+static XB_UNBIND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/xb_unbind.lua")));
+static PHONE_CHANGE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/phone_change.lua")));
+static CALL_CLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/call_claim.lua")));
+static CALL_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/call_release.lua")));
 
 /// What an XB unbind found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,15 +62,20 @@ impl Store {
     pub fn new(settings: &RedisSettings) -> redis::RedisResult<Self> {
         let client = Client::open(settings.url.expose())?;
         // Both timeouts deliberately from config (redis-rs's defaults are
-        // 500 ms and 1 s). Reconnection retries forever with backoff capped
-        // at 2 s, so a long outage heals as soon as Redis is back.
+        // 500 ms and 1 s). Commands wait on a reconnection in progress, so
+        // its retries are few: during an outage a command fails within
+        // seconds and the message takes the broker's retry path (nothing
+        // hangs until the handler timeout). The next command reconnects anew.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
             .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
-            .set_number_of_retries(usize::MAX)
-            .set_max_delay(Duration::from_secs(2));
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Store { conn, keys: Keys::new(settings.key_prefix.clone()) })
+        Ok(Store {
+            conn,
+            keys: Keys::new(settings.key_prefix.clone()),
+        })
     }
 
     pub fn keys(&self) -> &Keys {
@@ -83,7 +92,13 @@ impl Store {
         redis::cmd("PING").query_async::<()>(&mut c).await
     }
 
-    pub async fn unbind_xb(&self, sub_id: &str, tel_x: &str, now: u64, retention_secs: u64) -> redis::RedisResult<UnbindResult> {
+    pub async fn unbind_xb(
+        &self,
+        sub_id: &str,
+        tel_x: &str,
+        now: u64,
+        retention_secs: u64,
+    ) -> redis::RedisResult<UnbindResult> {
         let mut c = self.conn.clone();
         let r: String = XB_UNBIND
             .key(self.keys.xb())
@@ -105,14 +120,30 @@ impl Store {
     }
 
     /// Adds or removes a number; true when the set changed.
-    pub async fn set_blacklisted(&self, user_id: u64, list_type: u8, number: &str, add: bool) -> redis::RedisResult<bool> {
+    pub async fn set_blacklisted(
+        &self,
+        user_id: u64,
+        list_type: u8,
+        number: &str,
+        add: bool,
+    ) -> redis::RedisResult<bool> {
         let mut c = self.conn.clone();
         let key = self.keys.black(user_id, list_type);
-        let n: i64 = if add { c.sadd(key, number).await? } else { c.srem(key, number).await? };
+        let n: i64 = if add {
+            c.sadd(key, number).await?
+        } else {
+            c.srem(key, number).await?
+        };
         Ok(n > 0)
     }
 
-    pub async fn record_phone_change(&self, user_id: u64, new_phone: &str, old_phone: Option<&str>, now: u64) -> redis::RedisResult<()> {
+    pub async fn record_phone_change(
+        &self,
+        user_id: u64,
+        new_phone: &str,
+        old_phone: Option<&str>,
+        now: u64,
+    ) -> redis::RedisResult<()> {
         let mut c = self.conn.clone();
         PHONE_CHANGE
             .key(self.keys.user_phone())
@@ -126,7 +157,13 @@ impl Store {
             .await
     }
 
-    pub async fn claim_call(&self, call_id: &str, sub_id: &str, token: &str, lease: Duration) -> redis::RedisResult<Claim> {
+    pub async fn claim_call(
+        &self,
+        call_id: &str,
+        sub_id: &str,
+        token: &str,
+        lease: Duration,
+    ) -> redis::RedisResult<Claim> {
         let mut c = self.conn.clone();
         let r: Vec<String> = CALL_CLAIM
             .key(self.keys.calllog(call_id))
@@ -154,6 +191,10 @@ impl Store {
 
     pub async fn release_call(&self, call_id: &str, token: &str) -> redis::RedisResult<()> {
         let mut c = self.conn.clone();
-        CALL_RELEASE.key(self.keys.calllog(call_id)).arg(token).invoke_async::<()>(&mut c).await
+        CALL_RELEASE
+            .key(self.keys.calllog(call_id))
+            .arg(token)
+            .invoke_async::<()>(&mut c)
+            .await
     }
 }

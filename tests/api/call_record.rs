@@ -1,0 +1,232 @@
+//! Call records -> call-log events `{"user","houseid"}`, once per callId;
+//! unattributed records parked.
+
+use axn_worker::config::QueueKind;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{header, spawn_app},
+    xb_unbind::{SEED_UNBIND, binding},
+};
+
+fn record(sub_id: &str, call_id: &str) -> String {
+    json!({"platId": 3, "subId": sub_id, "callId": call_id, "telA": "13470110001", "telX": "17111526089",
+           "telB": "13700051234", "callType": 0, "startTime": "2026-11-23 10:00:00", "releaseTime": "2026-11-23 10:03:12"})
+    .to_string()
+}
+
+/// A record of a bound XB call publishes one persistent JSON event with
+/// message_id = callId, and sets the 7-day dedupe mark.
+#[tokio::test]
+async fn record_publishes_one_event_with_the_callid_as_message_id() {
+    let app = spawn_app().await;
+    let mut r = app.redis.clone();
+    let _: () = r
+        .hset(
+            app.key("PrivateNumber_xb"),
+            "1000039976446302",
+            binding("1000039976446302", 74705, 123456),
+        )
+        .await
+        .unwrap();
+    app.publish(
+        QueueKind::CallRecord,
+        record("1000039976446302", "ab12cd").as_bytes(),
+    )
+    .await;
+
+    let event = app.take(&app.call_log_queue()).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&event.data).unwrap(),
+        json!({"user": 74705, "houseid": 123456})
+    );
+    assert_eq!(
+        event.properties.message_id().as_ref().map(|s| s.as_str()),
+        Some("ab12cd")
+    );
+    assert_eq!(event.properties.delivery_mode(), &Some(2));
+    assert_eq!(
+        event.properties.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
+    // The mark turns from the publish lease into `1` right after the confirm.
+    app.eventually("dedupe mark committed", || async {
+        let mark: Option<String> = r
+            .clone()
+            .get(app.key("PrivateNumber_calllog:ab12cd"))
+            .await
+            .unwrap();
+        mark.as_deref() == Some("1")
+    })
+    .await;
+    let ttl: i64 = r
+        .ttl(app.key("PrivateNumber_calllog:ab12cd"))
+        .await
+        .unwrap();
+    assert!(
+        ttl > 7 * 86400 - 120 && ttl <= 7 * 86400,
+        "dedupe mark lives 7 days, ttl {ttl}"
+    );
+}
+
+/// The same callId, however often delivered, publishes once.
+#[tokio::test]
+async fn duplicate_call_ids_publish_once() {
+    let app = spawn_app().await;
+    let mut r = app.redis.clone();
+    let _: () = r
+        .hset(app.key("PrivateNumber_xb"), "s1", binding("s1", 7, 8))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        app.publish(QueueKind::CallRecord, record("s1", "dup-1").as_bytes())
+            .await;
+    }
+    app.drained().await;
+    assert_eq!(app.queue_len(&app.call_log_queue()).await, 1);
+    assert_eq!(app.queue_len(&app.dlq(QueueKind::CallRecord)).await, 0);
+}
+
+/// A record that arrives after the unbind is still attributed, through
+/// PrivateNumber_xb_unbound.
+#[tokio::test]
+async fn late_record_after_unbind_is_attributed() {
+    let app = spawn_app().await;
+    let mut r = app.redis.clone();
+    let _: () = r
+        .hset(
+            app.key("PrivateNumber_xb"),
+            "1000039976446302",
+            binding("1000039976446302", 51218, 42),
+        )
+        .await
+        .unwrap();
+    app.publish(QueueKind::XbUnbind, SEED_UNBIND.as_bytes())
+        .await;
+    app.eventually("unbound", || async {
+        app.hget("PrivateNumber_xb_unbound", "1000039976446302")
+            .await
+            .is_some()
+    })
+    .await;
+    app.publish(
+        QueueKind::CallRecord,
+        record("1000039976446302", "late-1").as_bytes(),
+    )
+    .await;
+    let event = app.take(&app.call_log_queue()).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&event.data).unwrap(),
+        json!({"user": 51218, "houseid": 42})
+    );
+}
+
+/// No binding: parked in `<queue>.unattributed`, nothing published, no mark
+/// (so a replay after the binding appears still publishes).
+#[tokio::test]
+async fn unattributed_record_is_parked() {
+    let app = spawn_app().await;
+    let body = record("unknown-sub", "c-9");
+    app.publish(QueueKind::CallRecord, body.as_bytes()).await;
+    let parked = app
+        .take(&app.settings.queues.call_record.unattributed_name())
+        .await;
+    assert_eq!(parked.data, body.as_bytes());
+    assert_eq!(
+        header(&parked, "axn-reason").as_deref(),
+        Some("unattributed")
+    );
+    assert_eq!(
+        header(&parked, "axn-original-queue"),
+        Some(app.queue(QueueKind::CallRecord))
+    );
+    assert_eq!(app.queue_len(&app.call_log_queue()).await, 0);
+    let mark: bool = app
+        .redis
+        .clone()
+        .exists(app.key("PrivateNumber_calllog:c-9"))
+        .await
+        .unwrap();
+    assert!(!mark);
+}
+
+/// A binding without a numeric userId or mapId is a permanent failure of
+/// that record: dead-lettered with the reason, the lease released.
+#[tokio::test]
+async fn binding_without_numeric_ids_is_dead_lettered() {
+    let app = spawn_app().await;
+    let mut r = app.redis.clone();
+    let _: () = r
+        .hset(
+            app.key("PrivateNumber_xb"),
+            "bad",
+            r#"{"subId":"bad","userId":"n/a"}"#,
+        )
+        .await
+        .unwrap();
+    app.publish(QueueKind::CallRecord, record("bad", "c-bad").as_bytes())
+        .await;
+    let d = app.take(&app.dlq(QueueKind::CallRecord)).await;
+    assert_eq!(header(&d, "axn-reason").as_deref(), Some("invalid_binding"));
+    let mark: bool = r
+        .exists(app.key("PrivateNumber_calllog:c-bad"))
+        .await
+        .unwrap();
+    assert!(!mark, "the publish lease is released");
+    assert_eq!(app.queue_len(&app.call_log_queue()).await, 0);
+}
+
+/// Aliyun's SecretReport names are accepted, and a JSON array is handled
+/// record by record: published, parked and dead-lettered records apart.
+#[tokio::test]
+async fn aliyun_batch_is_handled_record_by_record() {
+    let app = spawn_app().await;
+    let mut r = app.redis.clone();
+    let _: () = r
+        .hset(app.key("PrivateNumber_xb"), "a1", binding("a1", 11, 110))
+        .await
+        .unwrap();
+    let _: () = r
+        .hset(app.key("PrivateNumber_xb"), "a2", binding("a2", 12, 120))
+        .await
+        .unwrap();
+    let batch = json!([
+        {"sub_id": "a1", "call_id": "x1", "phone_no": "13800000000", "secret_no": "17111526089", "peer_no": "13900000000", "call_type": 0, "start_time": "2026-11-23 10:00:00", "release_time": "2026-11-23 10:01:00"},
+        {"sub_id": "a2", "call_id": "x2", "secret_no": "17111526089"},
+        {"sub_id": "zz", "call_id": "x3"},
+        {"sub_id": "a1"},
+    ]);
+    app.publish(QueueKind::CallRecord, batch.to_string().as_bytes())
+        .await;
+    let mut events: Vec<Value> = app
+        .take_n(&app.call_log_queue(), 2)
+        .await
+        .iter()
+        .map(|d| serde_json::from_slice(&d.data).unwrap())
+        .collect();
+    events.sort_by_key(|e| e["user"].as_u64());
+    assert_eq!(
+        events,
+        [
+            json!({"user": 11, "houseid": 110}),
+            json!({"user": 12, "houseid": 120})
+        ]
+    );
+    let parked = app
+        .take(&app.settings.queues.call_record.unattributed_name())
+        .await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&parked.data).unwrap()["call_id"],
+        "x3"
+    );
+    let dead = app.take(&app.dlq(QueueKind::CallRecord)).await;
+    assert_eq!(
+        header(&dead, "axn-reason").as_deref(),
+        Some("missing_field")
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&dead.data).unwrap(),
+        json!({"sub_id": "a1"})
+    );
+}

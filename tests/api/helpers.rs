@@ -1,0 +1,413 @@
+//! `spawn_app()`: the real worker, in this process, with unique names.
+//!
+//! Each app gets an id (`t<pid>x<counter><nanos>`) used as a prefix of its
+//! queue names, its Redis key prefix and its call-log queue, so tests never
+//! see each other's messages or keys. `TestApp` deletes exactly those queues
+//! and keys when it is dropped, even if the test panicked.
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use axn_worker::{
+    broker::topology,
+    config::{QueueKind, Settings},
+    startup::Application,
+};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    message::Delivery,
+    options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::{AMQPValue, FieldTable},
+};
+use redis::AsyncCommands;
+use tokio::{io::AsyncReadExt, io::AsyncWriteExt, net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// How long any eventual condition may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn unique_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "t{}x{}n{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Settings for a test: the shipped defaults, renamed under `id`, with short
+/// retry delays so retry paths run in well under a second.
+pub fn test_settings(id: &str) -> Settings {
+    let mut s = Settings::defaults().expect("shipped config loads");
+    for kind in QueueKind::ALL {
+        let q = s.queues.get_mut(kind);
+        q.name = format!("{id}.{}", q.name);
+        q.retry_delays_ms = vec![100, 200];
+        q.max_attempts = 3;
+    }
+    s.redis.key_prefix = format!("{id}:");
+    s.publish.call_log.routing_key = format!("{id}.house_exchange1_GetPhoneWriteLog");
+    s.http.listen = "127.0.0.1:0".into();
+    s.shutdown.grace_period_secs = 10;
+    s.amqp.reconnect_min_delay_ms = 100;
+    s.amqp.reconnect_max_delay_ms = 1000;
+    s
+}
+
+pub struct TestApp {
+    pub id: String,
+    pub settings: Settings,
+    pub addr: SocketAddr,
+    pub redis: redis::aio::MultiplexedConnection,
+    pub amqp: Connection,
+    pub channel: Channel,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The running worker's health (readiness, reconnect count).
+    pub health: Option<std::sync::Arc<axn_worker::health::Health>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns an app whose settings `tweak` may change (names stay unique).
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    tweak(&mut settings);
+    let app = TestApp::connect(id, settings).await;
+    app.start().await
+}
+
+impl TestApp {
+    /// Client connections for the test itself; the worker is not started.
+    pub async fn connect(id: String, settings: Settings) -> TestApp {
+        let client = redis::Client::open(REDIS_URL).unwrap();
+        let redis = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis must run on 127.0.0.1:6379");
+        let amqp = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ must run on 127.0.0.1:5672");
+        let channel = amqp.create_channel().await.unwrap();
+        channel.confirm_select(Default::default()).await.unwrap();
+        TestApp {
+            id,
+            settings,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            redis,
+            amqp,
+            channel,
+            shutdown: CancellationToken::new(),
+            handle: None,
+            health: None,
+        }
+    }
+
+    /// Starts (or restarts) the worker and waits until it is ready.
+    pub async fn start(mut self) -> TestApp {
+        self.launch().await;
+        self.wait_ready().await;
+        self
+    }
+
+    /// Starts the worker without waiting for readiness.
+    pub async fn launch(&mut self) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = Application::build(self.settings.clone(), listener)
+            .unwrap()
+            .with_instance(self.id.clone());
+        self.addr = app.local_addr().unwrap();
+        self.health = Some(app.health());
+        self.shutdown = CancellationToken::new();
+        self.handle = Some(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Ok((200, _)) = self.get("/readyz").await {
+                return;
+            }
+            if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+                panic!("the worker stopped before it was ready");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker not ready within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks the worker to stop and returns what `run_until_stopped` returned.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.handle.take() {
+            Some(h) => tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .expect("stops in time")
+                .unwrap(),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the worker's run to end by itself (e.g. a fatal error).
+    pub async fn finished(&mut self) -> anyhow::Result<()> {
+        let h = self.handle.take().expect("running");
+        tokio::time::timeout(DEADLINE, h)
+            .await
+            .expect("ends in time")
+            .unwrap()
+    }
+
+    pub fn queue(&self, kind: QueueKind) -> String {
+        self.settings.queues.get(kind).name.clone()
+    }
+    pub fn dlq(&self, kind: QueueKind) -> String {
+        self.settings.queues.get(kind).dlq_name()
+    }
+    pub fn call_log_queue(&self) -> String {
+        self.settings.publish.call_log.routing_key.clone()
+    }
+    /// A Redis key under this test's prefix.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.settings.redis.key_prefix)
+    }
+
+    pub async fn publish(&self, kind: QueueKind, body: &[u8]) {
+        self.publish_to(&self.queue(kind), body, BasicProperties::default())
+            .await
+    }
+
+    pub async fn publish_to(&self, queue: &str, body: &[u8], props: BasicProperties) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props.with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(
+            confirm.is_ack() && confirm.take_message().is_none(),
+            "publish to {queue} confirmed and routed"
+        );
+    }
+
+    /// Messages now in `queue`.
+    pub async fn queue_len(&self, queue: &str) -> u32 {
+        let ch = self.amqp.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("queue {queue} exists: {e}"));
+        let _ = ch.close(200, "".into()).await;
+        q.message_count()
+    }
+
+    /// Takes the next message off `queue`, waiting up to the deadline.
+    pub async fn take(&self, queue: &str) -> Delivery {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(m) = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                return m.delivery;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no message on {queue} within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Takes `n` messages off `queue`, waiting up to the deadline.
+    pub async fn take_n(&self, queue: &str, n: usize) -> Vec<Delivery> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.take(queue).await);
+        }
+        out
+    }
+
+    /// Waits until every input queue of the app is empty and nothing is
+    /// unacknowledged: all published messages have been settled.
+    pub async fn drained(&self) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let mut busy = false;
+            for kind in QueueKind::ALL {
+                if self.queue_len(&self.queue(kind)).await > 0 {
+                    busy = true;
+                }
+            }
+            if !busy && self.unacked().await == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "queues not drained within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Deliveries the app holds unacknowledged on its input queues.
+    async fn unacked(&self) -> usize {
+        let out = tokio::process::Command::new("rabbitmqctl")
+            .args([
+                "list_queues",
+                "-q",
+                "--no-table-headers",
+                "name",
+                "messages_unacknowledged",
+            ])
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        QueueKind::ALL
+            .iter()
+            .map(|k| self.queue(*k))
+            .map(|q| {
+                text.lines()
+                    .filter_map(|l| l.split_once('\t'))
+                    .find(|(name, _)| *name == q)
+                    .and_then(|(_, n)| n.trim().parse::<usize>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Polls `check` until it returns true or the deadline passes.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + DEADLINE;
+        while !check().await {
+            assert!(Instant::now() < deadline, "not within {DEADLINE:?}: {what}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn hget(&self, key: &str, field: &str) -> Option<String> {
+        self.redis.clone().hget(self.key(key), field).await.unwrap()
+    }
+
+    /// GET `path` on the worker's HTTP server: (status, body).
+    pub async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        let mut s = tokio::net::TcpStream::connect(self.addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+            .await?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await?;
+        let status = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+}
+
+/// A header of a delivery, as text.
+pub fn header(d: &Delivery, name: &str) -> Option<String> {
+    let h = d.properties.headers().as_ref()?;
+    match h.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+        let queues: Vec<String> = topology::specs(&self.settings)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        let prefix = self.settings.redis.key_prefix.clone();
+        // Cleanup needs async clients; run them on a runtime of their own so
+        // that it works from any test, panicking or not.
+        let cleaner = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(conn) =
+                    Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+                {
+                    for q in queues {
+                        if let Ok(ch) = conn.create_channel().await {
+                            let _ = ch
+                                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                                .await;
+                        }
+                    }
+                    let _ = conn.close(200, "".into()).await;
+                }
+                if let Ok(client) = redis::Client::open(REDIS_URL)
+                    && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                {
+                    {
+                        let mut keys: Vec<String> = Vec::new();
+                        if let Ok(mut it) = c.scan_match::<_, String>(format!("{prefix}*")).await {
+                            while let Some(k) = futures_util::StreamExt::next(&mut it).await {
+                                if let Ok(k) = k {
+                                    keys.push(k);
+                                }
+                            }
+                        }
+                        if !keys.is_empty() {
+                            let _: Result<(), _> = c.del(keys).await;
+                        }
+                    }
+                }
+            });
+        });
+        let _ = cleaner.join();
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real application against the real RabbitMQ and
+//! Redis on this machine. Every test spawns its own worker with its own queue
+//! names and key prefix (see `helpers`), so they run in parallel and leave
+//! nothing behind.
+
+mod blacklist;
+mod call_record;
+mod failures;
+mod helpers;
+mod lifecycle;
+mod ordering;
+mod phone_history;
+mod xb_unbind;
