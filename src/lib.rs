@@ -19,6 +19,7 @@ pub mod config;
 pub mod handlers;
 pub mod health;
 pub mod http;
+pub mod ops;
 pub mod phone;
 pub mod startup;
 pub mod store;

@@ -1,10 +1,15 @@
 //! The `axn-worker` binary: parses the command line, loads the settings,
 //! starts logging and runs the application until SIGTERM or Ctrl-C.
 
-use std::path::PathBuf;
+use std::{io::Read as _, path::PathBuf};
 
 use anyhow::Context as _;
-use axn_worker::{config::Settings, startup::Application, telemetry};
+use axn_worker::{
+    config::{QueueKind, Settings},
+    ops,
+    startup::Application,
+    telemetry,
+};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +37,25 @@ enum Command {
     /// Run all consumers and the HTTP server (the default). Stops cleanly on
     /// SIGTERM or Ctrl-C: no new messages, in-flight ones finished and acked.
     Run,
+    /// Publish JSON messages to an input queue, publisher-confirmed: one JSON
+    /// document, or one per line. For smoke tests and manual fixes.
+    ///
+    /// Example: echo '{"subId":"1","telX":"17111526089"}' | axn-worker publish xb_unbind
+    Publish {
+        /// The input queue: xb_unbind, blacklist, phone_history or call_record.
+        #[arg(value_parser = parse_queue_key)]
+        queue: QueueKind,
+        /// File to read, or - for standard input.
+        #[arg(default_value = "-")]
+        file: PathBuf,
+    },
+}
+
+fn parse_queue_key(key: &str) -> Result<QueueKind, String> {
+    QueueKind::from_key(key).ok_or_else(|| {
+        let keys: Vec<&str> = QueueKind::ALL.iter().map(|k| k.key()).collect();
+        format!("unknown queue key {key:?}; use one of {}", keys.join(", "))
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,7 +75,29 @@ fn main() -> anyhow::Result<()> {
         .context("Failed to start the async runtime")?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => runtime.block_on(run(settings)),
+        Command::Publish { queue, file } => {
+            let input = read_input(&file)?;
+            let n = runtime.block_on(ops::publish::publish(&settings, queue, &input))?;
+            println!(
+                "published {n} message(s) to {} (confirmed)",
+                settings.queues.get(queue).name
+            );
+            Ok(())
+        }
     }
+}
+
+fn read_input(file: &std::path::Path) -> anyhow::Result<String> {
+    let mut input = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("Failed to read standard input")?;
+    } else {
+        input = std::fs::read_to_string(file)
+            .with_context(|| format!("Failed to read {}", file.display()))?;
+    }
+    Ok(input)
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {

@@ -175,6 +175,8 @@ impl Broker {
 
         let stop = shutdown.child_token();
         let mut consumers = JoinSet::new();
+        // Kept to close them after the drain: in-flight messages ack on them.
+        let mut open_channels = Vec::new();
         for q in &self.queues {
             let channels = async {
                 Ok::<_, lapin::Error>((conn.create_channel().await?, conn.create_channel().await?))
@@ -186,6 +188,8 @@ impl Broker {
                     return lost(e.to_string());
                 }
             };
+            open_channels.push(consume_channel.clone());
+            open_channels.push(publish_channel.clone());
             let publisher = match Publisher::new(publish_channel).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -222,6 +226,9 @@ impl Broker {
             None => {
                 self.health.set_broker_down();
                 self.drain().await;
+                for channel in open_channels {
+                    let _ = channel.close(200, "axn-worker shutting down".into()).await;
+                }
                 let _ = conn.close(200, "axn-worker shutting down".into()).await;
                 SessionEnd::Shutdown
             }

@@ -5,6 +5,7 @@
 
 mod blacklist;
 mod call_record;
+mod cli;
 mod failures;
 mod helpers;
 mod lifecycle;

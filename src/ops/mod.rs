@@ -1,0 +1,4 @@
+//! Operator commands behind the CLI's subcommands other than `run`: small
+//! library functions, so the tests call the same code the binary does.
+
+pub mod publish;
