@@ -32,6 +32,7 @@ use crate::{
     config::{QueueKind, QueueSettings},
     handlers::{self, Ctx, HandlerError, Outcome, Part, Reason},
     health::Health,
+    phone::mask_digits_in,
 };
 
 /// Header counting the attempts that failed transiently so far. Our own: the
@@ -193,16 +194,16 @@ pub async fn settle(
                 ))
             }
             Outcome::Failed(HandlerError::Permanent { reason, detail }) => {
-                tracing::warn!(reason = reason.as_str(), error = %detail, "permanent failure: dead-lettered");
+                tracing::warn!(reason = reason.as_str(), error = %mask_digits_in(detail), "permanent failure: dead-lettered");
                 Some((q.dlq_name(), reason.as_str(), detail.clone(), attempt))
             }
             Outcome::Failed(HandlerError::Transient(e)) if attempt < q.max_attempts => {
                 let to = q.retry_queue_after(attempt);
-                tracing::warn!(error = %e, retry_queue = %to, "transient failure: retrying");
+                tracing::warn!(error = %mask_digits_in(e), retry_queue = %to, "transient failure: retrying");
                 Some((to, "transient", e.clone(), attempt))
             }
             Outcome::Failed(HandlerError::Transient(e)) => {
-                tracing::error!(error = %e, attempts = attempt, "transient failures exhausted the attempts: dead-lettered");
+                tracing::error!(error = %mask_digits_in(e), attempts = attempt, "transient failures exhausted the attempts: dead-lettered");
                 Some((
                     q.dlq_name(),
                     Reason::RetriesExhausted.as_str(),

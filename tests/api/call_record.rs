@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{header, spawn_app},
-    xb_unbind::{SEED_UNBIND, binding},
+    xb_unbind::SEED_UNBIND,
 };
 
 fn record(sub_id: &str, call_id: &str) -> String {
@@ -22,14 +22,7 @@ fn record(sub_id: &str, call_id: &str) -> String {
 async fn record_publishes_one_event_with_the_callid_as_message_id() {
     let app = spawn_app().await;
     let mut r = app.redis.clone();
-    let _: () = r
-        .hset(
-            app.key("PrivateNumber_xb"),
-            "1000039976446302",
-            binding("1000039976446302", 74705, 123456),
-        )
-        .await
-        .unwrap();
+    app.put_binding("1000039976446302", 74705, 123456).await;
     app.publish(
         QueueKind::CallRecord,
         record("1000039976446302", "ab12cd").as_bytes(),
@@ -74,11 +67,7 @@ async fn record_publishes_one_event_with_the_callid_as_message_id() {
 #[tokio::test]
 async fn duplicate_call_ids_publish_once() {
     let app = spawn_app().await;
-    let mut r = app.redis.clone();
-    let _: () = r
-        .hset(app.key("PrivateNumber_xb"), "s1", binding("s1", 7, 8))
-        .await
-        .unwrap();
+    app.put_binding("s1", 7, 8).await;
     for _ in 0..5 {
         app.publish(QueueKind::CallRecord, record("s1", "dup-1").as_bytes())
             .await;
@@ -93,15 +82,7 @@ async fn duplicate_call_ids_publish_once() {
 #[tokio::test]
 async fn late_record_after_unbind_is_attributed() {
     let app = spawn_app().await;
-    let mut r = app.redis.clone();
-    let _: () = r
-        .hset(
-            app.key("PrivateNumber_xb"),
-            "1000039976446302",
-            binding("1000039976446302", 51218, 42),
-        )
-        .await
-        .unwrap();
+    app.put_binding("1000039976446302", 51218, 42).await;
     app.publish(QueueKind::XbUnbind, SEED_UNBIND.as_bytes())
         .await;
     app.eventually("unbound", || async {
@@ -182,15 +163,8 @@ async fn binding_without_numeric_ids_is_dead_lettered() {
 #[tokio::test]
 async fn aliyun_batch_is_handled_record_by_record() {
     let app = spawn_app().await;
-    let mut r = app.redis.clone();
-    let _: () = r
-        .hset(app.key("PrivateNumber_xb"), "a1", binding("a1", 11, 110))
-        .await
-        .unwrap();
-    let _: () = r
-        .hset(app.key("PrivateNumber_xb"), "a2", binding("a2", 12, 120))
-        .await
-        .unwrap();
+    app.put_binding("a1", 11, 110).await;
+    app.put_binding("a2", 12, 120).await;
     let batch = json!([
         {"sub_id": "a1", "call_id": "x1", "phone_no": "13800000000", "secret_no": "17111526089", "peer_no": "13900000000", "call_type": 0, "start_time": "2026-11-23 10:00:00", "release_time": "2026-11-23 10:01:00"},
         {"sub_id": "a2", "call_id": "x2", "secret_no": "17111526089"},

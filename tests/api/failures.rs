@@ -126,27 +126,48 @@ async fn a_retry_succeeds_once_the_cause_is_gone() {
     })
     .await;
     let mut r = app.redis.clone();
-    let key = app.key("PrivateNumber_black:10:0");
-    let _: () = r.set(&key, "not a set").await.unwrap();
+    let key = app.park_in_retry(10, 1500).await;
+    let _: () = r.del(&key).await.unwrap();
+    app.eventually("applied on retry", || app.is_member(&key, "13470110001"))
+        .await;
+    assert_eq!(app.queue_len(&app.dlq(QueueKind::Blacklist)).await, 0);
+}
+
+/// A handler that outlasts `timeout_secs` (its Redis, one of the test's own,
+/// is paused) is a transient failure: retried, and with the attempts spent,
+/// dead-lettered with the timeout as the last error. Other messages go on.
+#[tokio::test]
+async fn handler_timeout_is_a_transient_failure() {
+    let port = crate::lifecycle::spare_port();
+    let _redis = crate::lifecycle::own_redis(port).await;
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.redis.url = axn_worker::config::Secret::new(format!("redis://127.0.0.1:{port}/0"));
+        s.queues.blacklist.timeout_secs = 1;
+        s.queues.blacklist.max_attempts = 2;
+    })
+    .await;
+    let own = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let mut c = own.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(6000)
+        .arg("ALL")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     app.publish(
         QueueKind::Blacklist,
-        br#"{"private_number":"13470110001","action":"add","userid":10,"type":0}"#,
+        br#"{"private_number":"13470110001","action":"add","userid":16,"type":0}"#,
     )
     .await;
-    let retry_queue = app.settings.queues.blacklist.retry_queue_name(1500);
-    app.eventually("the message waits in the retry queue", || async {
-        app.queue_len(&retry_queue).await == 1
-    })
-    .await;
-    let _: () = r.del(&key).await.unwrap();
-    app.eventually("applied on retry", || async {
-        let m: bool = r
-            .clone()
-            .sismember(&key, "13470110001")
-            .await
-            .unwrap_or(false);
-        m
-    })
-    .await;
-    assert_eq!(app.queue_len(&app.dlq(QueueKind::Blacklist)).await, 0);
+    let d = app.take(&app.dlq(QueueKind::Blacklist)).await;
+    assert_eq!(
+        header(&d, "axn-reason").as_deref(),
+        Some("retries_exhausted")
+    );
+    assert_eq!(header(&d, "axn-attempts").as_deref(), Some("2"));
+    assert_eq!(
+        header(&d, "axn-error").as_deref(),
+        Some("handler timed out after 1 s")
+    );
 }

@@ -324,6 +324,46 @@ impl TestApp {
         }
     }
 
+    /// Writes an XB binding into `PrivateNumber_xb`, as the binding service
+    /// would (see `xb_unbind::binding` for its JSON).
+    pub async fn put_binding(&self, sub_id: &str, user_id: u64, map_id: u64) {
+        let json = crate::xb_unbind::binding(sub_id, user_id, map_id);
+        let _: () = self
+            .redis
+            .clone()
+            .hset(self.key("PrivateNumber_xb"), sub_id, json)
+            .await
+            .unwrap();
+    }
+
+    /// Publishes a blacklist add for `user_id` whose set key holds a string,
+    /// so Redis answers WRONGTYPE (a transient failure), and waits until the
+    /// message sits in the retry queue of `delay_ms`. Returns the set's key:
+    /// deleting it lets the retry succeed.
+    pub async fn park_in_retry(&self, user_id: u64, delay_ms: u64) -> String {
+        let key = self.key(&format!("PrivateNumber_black:{user_id}:0"));
+        let _: () = self.redis.clone().set(&key, "not a set").await.unwrap();
+        let body = format!(
+            r#"{{"private_number":"13470110001","action":"add","userid":{user_id},"type":0}}"#
+        );
+        self.publish(QueueKind::Blacklist, body.as_bytes()).await;
+        let retry_queue = self.settings.queues.blacklist.retry_queue_name(delay_ms);
+        self.eventually("the message waits in the retry queue", || async {
+            self.queue_len(&retry_queue).await == 1
+        })
+        .await;
+        key
+    }
+
+    /// True when `member` is in the set `key` (a full key name).
+    pub async fn is_member(&self, key: &str, member: &str) -> bool {
+        self.redis
+            .clone()
+            .sismember(key, member)
+            .await
+            .unwrap_or(false)
+    }
+
     pub async fn hget(&self, key: &str, field: &str) -> Option<String> {
         self.redis.clone().hget(self.key(key), field).await.unwrap()
     }

@@ -95,26 +95,12 @@ async fn retries_survive_a_restart() {
     })
     .await;
     let mut r = app.redis.clone();
-    let key = app.key("PrivateNumber_black:11:0");
-    let _: () = r.set(&key, "wrong type").await.unwrap();
-    app.publish(
-        QueueKind::Blacklist,
-        br#"{"private_number":"13470110001","action":"add","userid":11,"type":0}"#,
-    )
-    .await;
-    let retry_queue = app.settings.queues.blacklist.retry_queue_name(2000);
-    app.eventually("waiting in the retry queue", || async {
-        app.queue_len(&retry_queue).await == 1
-    })
-    .await;
+    let key = app.park_in_retry(11, 2000).await;
     app.stop().await.unwrap();
     let _: () = r.del(&key).await.unwrap();
     let app = app.start().await;
-    app.eventually("applied by the restarted worker", || async {
-        r.clone()
-            .sismember(&key, "13470110001")
-            .await
-            .unwrap_or(false)
+    app.eventually("applied by the restarted worker", || {
+        app.is_member(&key, "13470110001")
     })
     .await;
 }
@@ -264,10 +250,7 @@ async fn survives_the_broker_closing_its_connection() {
 /// outage is applied once Redis is back, through retries, not dead-lettered.
 #[tokio::test]
 async fn survives_redis_going_away() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = spare_port();
     let mut redis = own_redis(port).await;
     let app = spawn_app_with(|s| {
         s.redis.url = axn_worker::config::Secret::new(format!("redis://127.0.0.1:{port}/0"));
@@ -301,8 +284,17 @@ async fn survives_redis_going_away() {
     assert_eq!(app.queue_len(&app.dlq(QueueKind::Blacklist)).await, 0);
 }
 
+/// A TCP port nothing listens on right now.
+pub fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A throwaway redis-server on `port`, killed when dropped.
-async fn own_redis(port: u16) -> tokio::process::Child {
+pub async fn own_redis(port: u16) -> tokio::process::Child {
     let child = tokio::process::Command::new("redis-server")
         .args([
             "--port",

@@ -116,15 +116,7 @@ async fn user_axs_entry_is_kept_unless_it_is_this_xb_binding() {
 #[tokio::test]
 async fn duplicate_and_unknown_unbinds_are_no_ops() {
     let app = spawn_app().await;
-    let mut r = app.redis.clone();
-    let _: () = r
-        .hset(
-            app.key("PrivateNumber_xb"),
-            "1000039976446302",
-            binding("1000039976446302", 51218, 9),
-        )
-        .await
-        .unwrap();
+    app.put_binding("1000039976446302", 51218, 9).await;
     app.publish(QueueKind::XbUnbind, SEED_UNBIND.as_bytes())
         .await;
     app.eventually("unbound", || async {
@@ -162,15 +154,8 @@ async fn duplicate_and_unknown_unbinds_are_no_ops() {
 #[tokio::test]
 async fn unbound_bindings_past_the_retention_are_pruned() {
     let app = spawn_app_with(|s| s.redis.unbound_retention_secs = 1).await;
-    let mut r = app.redis.clone();
-    let _: () = r
-        .hset(app.key("PrivateNumber_xb"), "old", binding("old", 1, 1))
-        .await
-        .unwrap();
-    let _: () = r
-        .hset(app.key("PrivateNumber_xb"), "new", binding("new", 2, 2))
-        .await
-        .unwrap();
+    app.put_binding("old", 1, 1).await;
+    app.put_binding("new", 2, 2).await;
     app.publish(
         QueueKind::XbUnbind,
         br#"{"subId":"old","telX":"17111526089"}"#,
