@@ -158,6 +158,8 @@ pub struct CallLogSettings {
 pub struct MappingSettings {
     pub username: String,
     pub password: Secret,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
 }
 
 /// A string that must never reach a log or a printed config: its `Debug` and
@@ -342,6 +344,9 @@ impl Settings {
         let out = &self.publish.call_log;
         if out.exchange.is_empty() && names.contains(&out.routing_key) {
             return bad("publish.call_log.routing_key names an input queue".into());
+        }
+        if self.mapping.max_batch == 0 || self.mapping.max_body_bytes == 0 {
+            return bad("mapping.max_batch and mapping.max_body_bytes must be above 0".into());
         }
         if out.routing_key.is_empty() {
             return bad("publish.call_log.routing_key must not be empty".into());

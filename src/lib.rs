@@ -11,7 +11,8 @@
 //!   function that acks, retries, parks or dead-letters ([`broker::consumer::settle`]).
 //! - [`handlers`]: one file per input queue: message type, validation, effect.
 //! - [`store`]: Redis keys, scripts and connection.
-//! - [`http`]: `/healthz`, `/readyz`.
+//! - [`http`]: `/healthz`, `/readyz`, `POST /number-mapping`.
+//! - [`mapping`]: PhoneToUID / UIDToPhone (ids, codes, validation).
 //! - [`phone`]: normalizing and masking numbers.
 
 pub mod broker;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod handlers;
 pub mod health;
 pub mod http;
+pub mod mapping;
 pub mod ops;
 pub mod phone;
 pub mod startup;

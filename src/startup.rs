@@ -83,6 +83,8 @@ impl Application {
             listener,
             AppState {
                 health: Arc::clone(&health),
+                store: store.clone(),
+                settings: Arc::clone(&settings),
             },
             internal.clone(),
         ));

@@ -1,25 +1,41 @@
 //! The worker's HTTP server: `GET /healthz` (the process is alive),
 //! `GET /readyz` (200 only while every input queue has a consumer and Redis
-//! answers, and not while shutting down; the body says which part is missing).
+//! answers, and not while shutting down; the body says which part is missing),
+//! and `POST /number-mapping` (see [`mapping`]).
+
+pub mod mapping;
 
 use std::sync::Arc;
 
-use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, State},
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
+use crate::{config::Settings, health::Health, store::Store};
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub health: Arc<Health>,
+    pub store: Store,
+    pub settings: Arc<Settings>,
 }
 
 pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.mapping.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/number-mapping",
+            post(mapping::number_mapping).layer(DefaultBodyLimit::max(body_limit)),
+        )
         .with_state(state)
 }
 

@@ -14,7 +14,11 @@ use redis::{
 
 pub use keys::Keys;
 
-use crate::config::RedisSettings;
+use crate::{config::RedisSettings, mapping};
+
+/// Candidate ids sent per new number; all of them being taken already
+/// (26^7 ids per 3-digit prefix) only costs one more round trip.
+const ID_CANDIDATES: usize = 4;
 
 static XB_UNBIND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/xb_unbind.lua")));
@@ -22,6 +26,8 @@ static PHONE_CHANGE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/phone_change.lua")));
 static CALL_CLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/call_claim.lua")));
+static PHONE_TO_UID: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/phone_to_uid.lua")));
 static CALL_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/call_release.lua")));
 
@@ -195,6 +201,45 @@ impl Store {
             .key(self.keys.calllog(call_id))
             .arg(token)
             .invoke_async::<()>(&mut c)
+            .await
+    }
+
+    /// PhoneToUID for a batch of normalized numbers, in one script: the
+    /// existing id of each, or a new unique one. Atomic, so concurrent
+    /// requests (any replica) for a new number all get the same id.
+    pub async fn phone_to_uid(&self, numbers: &[String]) -> redis::RedisResult<Vec<String>> {
+        let mut c = self.conn.clone();
+        for _ in 0..3 {
+            let mut invocation = PHONE_TO_UID.key(self.keys.uid_by_phone());
+            invocation.key(self.keys.phone_by_uid()).arg(ID_CANDIDATES);
+            {
+                let mut rng = rand::rng();
+                for n in numbers {
+                    invocation.arg(n);
+                    for _ in 0..ID_CANDIDATES {
+                        invocation.arg(mapping::candidate_id(n, &mut rng));
+                    }
+                }
+            }
+            let ids: Vec<String> = invocation.invoke_async(&mut c).await?;
+            if ids.len() == numbers.len() && ids.iter().all(|id| !id.is_empty()) {
+                return Ok(ids);
+            }
+        }
+        Err((
+            redis::ErrorKind::Client,
+            "could not find a free id after three tries",
+        )
+            .into())
+    }
+
+    /// UIDToPhone for a batch of ids, in one HMGET.
+    pub async fn uid_to_phone(&self, ids: &[String]) -> redis::RedisResult<Vec<Option<String>>> {
+        let mut c = self.conn.clone();
+        redis::cmd("HMGET")
+            .arg(self.keys.phone_by_uid())
+            .arg(ids)
+            .query_async(&mut c)
             .await
     }
 }

@@ -388,6 +388,60 @@ impl TestApp {
     }
 }
 
+/// An HTTP answer: status, the header block (lowercased names) and body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.body))
+    }
+}
+
+/// POSTs `body` to `addr` + `path`, with Basic credentials if given.
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    body: &[u8],
+    auth: Option<(&str, &str)>,
+) -> HttpAnswer {
+    use base64::Engine as _;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.0\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some((u, p)) = auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        head.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (413) before reading a large body.
+    let _ = s.write_all(body).await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (headers, body) = text
+        .split_once("\r\n\r\n")
+        .map(|(h, b)| (h.to_owned(), b.to_owned()))
+        .unwrap_or_default();
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    HttpAnswer {
+        status,
+        headers: headers.to_lowercase(),
+        body,
+    }
+}
+
 /// A header of a delivery, as text.
 pub fn header(d: &Delivery, name: &str) -> Option<String> {
     let h = d.properties.headers().as_ref()?;

@@ -9,6 +9,7 @@ mod cli;
 mod failures;
 mod helpers;
 mod lifecycle;
+mod mapping;
 mod ordering;
 mod phone_history;
 mod xb_unbind;
