@@ -21,6 +21,7 @@ pub mod handlers;
 pub mod health;
 pub mod http;
 pub mod mapping;
+pub mod metrics;
 pub mod ops;
 pub mod phone;
 pub mod startup;

@@ -1,5 +1,5 @@
 //! The `axn-worker` binary: parses the command line, loads the settings,
-//! starts logging and runs the application until SIGTERM or Ctrl-C.
+//! starts logging and runs the worker (or an operator command).
 
 use std::{io::Read as _, path::PathBuf};
 
@@ -10,18 +10,22 @@ use axn_worker::{
     startup::Application,
     telemetry,
 };
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 /// Keeps the AXN privacy-number platform's Redis state in step with its
 /// RabbitMQ queues (XB unbind, blacklist, phone change, call record) and
-/// publishes call-log events.
+/// publishes call-log events. Without a command, runs the worker.
+///
+/// Every setting comes from the configuration file (--config), and any of
+/// them can be overridden from the environment as AXN__<SECTION>__<KEY>,
+/// e.g. AXN__AMQP__URL or AXN__QUEUES__XB_UNBIND__CONCURRENCY.
 #[derive(Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Configuration file (when no subcommand is given, `run` uses it).
+    /// Configuration file.
     #[arg(
         long,
         short,
@@ -37,6 +41,18 @@ enum Command {
     /// Run all consumers and the HTTP server (the default). Stops cleanly on
     /// SIGTERM or Ctrl-C: no new messages, in-flight ones finished and acked.
     Run,
+    /// A guided tour: run a worker under demo names (queues axn-demo.*, keys
+    /// axn-demo:*), publish the seed's example message of each kind, and show
+    /// what changed in Redis and what was published.
+    Demo {
+        /// Leave the demo's queues and keys in place to look at them.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Load and validate the configuration (file and AXN__ environment) and
+    /// print the effective settings, secrets hidden. Exits non-zero with the
+    /// reason when it is invalid.
+    CheckConfig,
     /// Publish JSON messages to an input queue, publisher-confirmed: one JSON
     /// document, or one per line. For smoke tests and manual fixes.
     ///
@@ -49,6 +65,71 @@ enum Command {
         #[arg(default_value = "-")]
         file: PathBuf,
     },
+    /// Dead-lettered messages of an input queue (<queue>.dlq).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Call records that matched no XB binding (<call_record queue>.unattributed).
+    #[command(subcommand)]
+    Parked(ParkedCommand),
+    /// Print the worker's queues as a RabbitMQ definitions file, for brokers
+    /// whose topology SREs own (import it, then run with passive = true).
+    Definitions {
+        /// The vhost to put the queues in.
+        #[arg(long, default_value = "/")]
+        vhost: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Show dead-lettered messages (reason, attempts, first and last failure,
+    /// body with numbers masked) without consuming them.
+    List {
+        /// xb_unbind, blacklist, phone_history or call_record.
+        #[arg(value_parser = parse_queue_key)]
+        queue: QueueKind,
+        #[command(flatten)]
+        limit: Limit,
+    },
+    /// Move dead-lettered messages back to their input queue, each acked on the
+    /// dead-letter queue only after the broker confirmed the republish. Moves
+    /// at most the messages present when it starts.
+    Replay {
+        /// xb_unbind, blacklist, phone_history or call_record.
+        #[arg(value_parser = parse_queue_key)]
+        queue: QueueKind,
+        #[command(flatten)]
+        limit: OptionalLimit,
+    },
+}
+
+#[derive(Subcommand)]
+enum ParkedCommand {
+    /// Show parked call records without consuming them.
+    List {
+        #[command(flatten)]
+        limit: Limit,
+    },
+    /// Move parked call records back to the call-record queue (for instance
+    /// once their bindings exist), each acked only after a confirmed republish.
+    Replay {
+        #[command(flatten)]
+        limit: OptionalLimit,
+    },
+}
+
+#[derive(Args)]
+struct Limit {
+    /// Show at most this many messages.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    limit: usize,
+}
+
+#[derive(Args)]
+struct OptionalLimit {
+    /// Move at most this many messages (default: all present at the start).
+    #[arg(long, short = 'n')]
+    limit: Option<usize>,
 }
 
 fn parse_queue_key(key: &str) -> Result<QueueKind, String> {
@@ -58,7 +139,18 @@ fn parse_queue_key(key: &str) -> Result<QueueKind, String> {
     })
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain on one line; no backtrace for operators.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(&cli.config).with_context(|| {
         format!(
@@ -66,15 +158,26 @@ fn main() -> anyhow::Result<()> {
             cli.config.display()
         )
     })?;
-    telemetry::init(&settings.log);
+    let command = cli.command.unwrap_or(Command::Run);
+    if matches!(command, Command::Run | Command::Demo { .. }) {
+        telemetry::init(&settings.log);
+    }
     // One core serves the worker best here: the broker and Redis need the
     // other (see docs/architecture.md).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("Failed to start the async runtime")?;
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::Run => runtime.block_on(run(settings)),
+        Command::Demo { keep } => {
+            runtime.block_on(ops::demo::run(&settings, &mut std::io::stdout(), keep))
+        }
+        Command::CheckConfig => {
+            print!("{}", ops::check_config::render(&settings)?);
+            eprintln!("configuration OK");
+            Ok(())
+        }
         Command::Publish { queue, file } => {
             let input = read_input(&file)?;
             let n = runtime.block_on(ops::publish::publish(&settings, queue, &input))?;
@@ -84,7 +187,76 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Dlq(DlqCommand::List { queue, limit }) => runtime.block_on(list(
+            &settings,
+            &settings.queues.get(queue).dlq_name(),
+            limit.limit,
+        )),
+        Command::Dlq(DlqCommand::Replay { queue, limit }) => {
+            let q = settings.queues.get(queue);
+            runtime.block_on(replay(&settings, &q.dlq_name(), &q.name, limit.limit))
+        }
+        Command::Parked(ParkedCommand::List { limit }) => runtime.block_on(list(
+            &settings,
+            &settings.queues.call_record.unattributed_name(),
+            limit.limit,
+        )),
+        Command::Parked(ParkedCommand::Replay { limit }) => {
+            let q = &settings.queues.call_record;
+            runtime.block_on(replay(
+                &settings,
+                &q.unattributed_name(),
+                &q.name,
+                limit.limit,
+            ))
+        }
+        Command::Definitions { vhost } => {
+            println!("{:#}", ops::definitions::definitions(&settings, &vhost));
+            Ok(())
+        }
     }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::bind(settings).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    app.run_until_stopped(shutdown).await
+}
+
+async fn list(settings: &Settings, queue: &str, limit: usize) -> anyhow::Result<()> {
+    let entries = ops::dlq::list(settings, queue, limit).await?;
+    if entries.is_empty() {
+        println!("{queue} is empty");
+    }
+    for (i, e) in entries.iter().enumerate() {
+        println!("--- {queue} #{}\n{e}", i + 1);
+    }
+    Ok(())
+}
+
+async fn replay(
+    settings: &Settings,
+    from: &str,
+    to: &str,
+    limit: Option<usize>,
+) -> anyhow::Result<()> {
+    // Drawn only when stderr is a terminal.
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("{from} -> {to}"));
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let moved = ops::dlq::replay(settings, from, to, limit, &progress).await;
+    bar.finish_and_clear();
+    let moved = moved?;
+    println!("replayed {moved} message(s) from {from} to {to}");
+    Ok(())
 }
 
 fn read_input(file: &std::path::Path) -> anyhow::Result<String> {
@@ -98,13 +270,6 @@ fn read_input(file: &std::path::Path) -> anyhow::Result<String> {
             .with_context(|| format!("Failed to read {}", file.display()))?;
     }
     Ok(input)
-}
-
-async fn run(settings: Settings) -> anyhow::Result<()> {
-    let app = Application::bind(settings).await?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    app.run_until_stopped(shutdown).await
 }
 
 /// Cancels `shutdown` on SIGTERM or Ctrl-C.

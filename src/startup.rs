@@ -13,6 +13,7 @@ use crate::{
     config::Settings,
     health::Health,
     http::{self, AppState},
+    metrics::Metrics,
     store::Store,
 };
 
@@ -23,6 +24,7 @@ pub struct Application {
     health: Arc<Health>,
     /// Label appended to the AMQP connection name (see `with_instance`).
     instance: Option<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl Application {
@@ -30,11 +32,13 @@ impl Application {
     pub fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
         settings.validate()?;
         let store = Store::new(&settings.redis).context("Failed to set up the Redis client")?;
+        let health = Arc::new(Health::default());
         Ok(Application {
             settings: Arc::new(settings),
             listener,
             store,
-            health: Arc::new(Health::default()),
+            metrics: Arc::new(Metrics::new(Arc::clone(&health))),
+            health,
             instance: None,
         })
     }
@@ -62,6 +66,10 @@ impl Application {
         Arc::clone(&self.health)
     }
 
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// Runs the consumers, the Redis probe and the HTTP server until
     /// `shutdown`; then drains (see `Broker::run`) and returns. An error means
     /// the worker cannot run as configured.
@@ -72,6 +80,7 @@ impl Application {
             store,
             health,
             instance,
+            metrics,
         } = self;
         tracing::info!(
             http = %listener.local_addr()?,
@@ -85,6 +94,7 @@ impl Application {
                 health: Arc::clone(&health),
                 store: store.clone(),
                 settings: Arc::clone(&settings),
+                metrics: Arc::clone(&metrics),
             },
             internal.clone(),
         ));
@@ -98,6 +108,7 @@ impl Application {
             Arc::clone(&settings),
             store,
             Arc::clone(&health),
+            metrics,
             instance.as_deref(),
         )
         .run(shutdown.clone())

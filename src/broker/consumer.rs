@@ -32,6 +32,7 @@ use crate::{
     config::{QueueKind, QueueSettings},
     handlers::{self, Ctx, HandlerError, Outcome, Part, Reason},
     health::Health,
+    metrics::Metrics,
     phone::mask_digits_in,
 };
 
@@ -53,6 +54,7 @@ pub struct QueueRuntime {
     pub kind: QueueKind,
     pub settings: QueueSettings,
     pub sequencer: Arc<Sequencer>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +120,7 @@ pub async fn consume(
 }
 
 fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &TaskTracker) {
+    q.metrics.received(q.kind);
     let attempt = failed_attempts(&delivery.properties) + 1;
     let span = tracing::info_span!(
         "message",
@@ -130,10 +133,11 @@ fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &Task
     match handlers::parse(q.kind, &delivery.data, q.settings.max_body_bytes) {
         Err(e) => {
             let publisher = ctx.publisher.clone();
+            q.metrics.handled(q.kind, "permanent", 0.0);
             tracker.spawn(
                 async move {
                     settle(
-                        &q.settings,
+                        &q,
                         &publisher,
                         delivery,
                         attempt,
@@ -150,6 +154,7 @@ fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &Task
             tracker.spawn(
                 async move {
                     turn.ready().await;
+                    let started = std::time::Instant::now();
                     let timeout = q.settings.timeout();
                     let parts =
                         match tokio::time::timeout(timeout, handlers::apply(job, &ctx)).await {
@@ -158,7 +163,12 @@ fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &Task
                                 format!("handler timed out after {} s", timeout.as_secs()),
                             )))],
                         };
-                    settle(&q.settings, &ctx.publisher, delivery, attempt, parts).await;
+                    q.metrics.handled(
+                        q.kind,
+                        outcome_label(&parts),
+                        started.elapsed().as_secs_f64(),
+                    );
+                    settle(&q, &ctx.publisher, delivery, attempt, parts).await;
                     drop(turn);
                 }
                 .instrument(span),
@@ -167,15 +177,32 @@ fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &Task
     }
 }
 
+/// The handler-latency label of a message: its worst part.
+fn outcome_label(parts: &[Part]) -> &'static str {
+    let worst = |p: &Part| match &p.outcome {
+        Outcome::Applied(_) => 0,
+        Outcome::Parked => 1,
+        Outcome::Failed(HandlerError::Permanent { .. }) => 2,
+        Outcome::Failed(HandlerError::Transient(_)) => 3,
+    };
+    match parts.iter().map(worst).max().unwrap_or(0) {
+        0 => "applied",
+        1 => "parked",
+        2 => "permanent",
+        _ => "transient",
+    }
+}
+
 /// Decides the fate of one delivery from its parts' outcomes, in one place.
 /// Takes the delivery by value: it is acked or nacked exactly once.
 pub async fn settle(
-    q: &QueueSettings,
+    rt: &QueueRuntime,
     publisher: &Publisher,
     delivery: Delivery,
     attempt: u32,
     parts: Vec<Part>,
 ) {
+    let (q, kind, metrics) = (&rt.settings, rt.kind, &rt.metrics);
     let mut durable = true;
     for part in &parts {
         let body = part.body.as_deref().unwrap_or(&delivery.data);
@@ -185,6 +212,7 @@ pub async fn settle(
                 None
             }
             Outcome::Parked => {
+                metrics.parked(kind);
                 tracing::info!("call record matches no binding: parked");
                 Some((
                     q.unattributed_name(),
@@ -194,15 +222,18 @@ pub async fn settle(
                 ))
             }
             Outcome::Failed(HandlerError::Permanent { reason, detail }) => {
+                metrics.dead_lettered(kind, reason.as_str());
                 tracing::warn!(reason = reason.as_str(), error = %mask_digits_in(detail), "permanent failure: dead-lettered");
                 Some((q.dlq_name(), reason.as_str(), detail.clone(), attempt))
             }
             Outcome::Failed(HandlerError::Transient(e)) if attempt < q.max_attempts => {
                 let to = q.retry_queue_after(attempt);
+                metrics.retried(kind);
                 tracing::warn!(error = %mask_digits_in(e), retry_queue = %to, "transient failure: retrying");
                 Some((to, "transient", e.clone(), attempt))
             }
             Outcome::Failed(HandlerError::Transient(e)) => {
+                metrics.dead_lettered(kind, Reason::RetriesExhausted.as_str());
                 tracing::error!(error = %mask_digits_in(e), attempts = attempt, "transient failures exhausted the attempts: dead-lettered");
                 Some((
                     q.dlq_name(),
@@ -216,12 +247,14 @@ pub async fn settle(
             let props =
                 forwarded_properties(&delivery.properties, &q.name, reason, &error, attempts);
             if let Err(e) = publisher.publish("", &to, body, props).await {
+                metrics.publish_failed(kind);
                 tracing::error!(error = %e, to = %to, "could not move the message: it goes back to its queue");
                 durable = false;
                 break;
             }
         }
     }
+    metrics.settled(kind, durable);
     if durable {
         match delivery.acker.ack(BasicAckOptions::default()).await {
             Ok(true) => {}

@@ -28,6 +28,7 @@ use crate::{
     config::{QueueKind, Settings},
     handlers::Ctx,
     health::Health,
+    metrics::Metrics,
     store::Store,
 };
 use consumer::QueueRuntime;
@@ -96,6 +97,7 @@ impl Broker {
         settings: Arc<Settings>,
         store: Store,
         health: Arc<Health>,
+        metrics: Arc<Metrics>,
         instance: Option<&str>,
     ) -> Self {
         let queues = QueueKind::ALL
@@ -105,6 +107,7 @@ impl Broker {
                     kind,
                     settings: settings.queues.get(kind).clone(),
                     sequencer: Default::default(),
+                    metrics: Arc::clone(&metrics),
                 })
             })
             .collect();
@@ -202,6 +205,7 @@ impl Broker {
                 publisher,
                 settings: Arc::clone(&self.settings),
                 timeout: q.settings.timeout(),
+                metrics: Arc::clone(&q.metrics),
             };
             consumers.spawn(consumer::consume(
                 Arc::clone(q),

@@ -169,6 +169,7 @@ async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, HandlerError
             "call-log event not confirmed: {e}"
         )));
     }
+    ctx.metrics.call_log_published();
     commit(ctx, &r.call_id).await?;
     Ok(Outcome::Applied("published"))
 }

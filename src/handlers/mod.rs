@@ -156,6 +156,7 @@ pub struct Ctx {
     pub settings: Arc<Settings>,
     /// The handler timeout: also the lease on a call record being published.
     pub timeout: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Parses and validates a body for the queue `kind`; a failure here is

@@ -1,7 +1,8 @@
 //! The worker's HTTP server: `GET /healthz` (the process is alive),
 //! `GET /readyz` (200 only while every input queue has a consumer and Redis
 //! answers, and not while shutting down; the body says which part is missing),
-//! and `POST /number-mapping` (see [`mapping`]).
+//! `GET /metrics` (Prometheus text, see `crate::metrics`) and
+//! `POST /number-mapping` (see [`mapping`]).
 
 pub mod mapping;
 
@@ -17,7 +18,7 @@ use axum::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Settings, health::Health, store::Store};
+use crate::{config::Settings, health::Health, metrics::Metrics, store::Store};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -25,6 +26,7 @@ pub struct AppState {
     pub health: Arc<Health>,
     pub store: Store,
     pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -32,6 +34,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route(
             "/number-mapping",
             post(mapping::number_mapping).layer(DefaultBodyLimit::max(body_limit)),
@@ -52,6 +55,16 @@ pub async fn serve(
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {

@@ -1,0 +1,295 @@
+//! Prometheus metrics, served at `GET /metrics`. Every metric is defined here,
+//! once, with its labels; the rest of the worker calls the methods below at
+//! the moment the event happens (`received`, `acked`, ...), so a log line and
+//! a counter never disagree on what happened.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `axn_messages_received_total` | queue | deliveries taken from an input queue |
+//! | `axn_messages_acked_total` | queue | deliveries acknowledged (after every effect and move was durable) |
+//! | `axn_messages_requeued_total` | queue | deliveries sent back (a move to retry/dead-letter/parking failed) |
+//! | `axn_messages_retried_total` | queue | messages (or batch records) moved to a retry queue |
+//! | `axn_messages_dead_lettered_total` | queue, reason | messages (or records) moved to `.dlq` |
+//! | `axn_messages_parked_total` | queue | call records moved to `.unattributed` |
+//! | `axn_messages_in_flight` | queue | deliveries received and not yet settled |
+//! | `axn_handler_duration_seconds` | queue, outcome | time to apply a message (`applied`, `parked`, `permanent`, `transient`) |
+//! | `axn_call_log_published_total` | | call-log events confirmed by the broker |
+//! | `axn_publish_failures_total` | queue | publishes the broker did not confirm (events, retries, dead letters, parking) |
+//! | `axn_broker_connected`, `axn_redis_connected` | | 1 while connected (and consuming) / answering |
+//! | `axn_broker_reconnects_total` | | broker sessions lost and re-established |
+//! | `axn_build_info` | version | always 1 |
+//!
+//! `queue` is the queue key (`xb_unbind`, `blacklist`, `phone_history`,
+//! `call_record`), not the configurable queue name.
+
+use std::sync::{Arc, atomic::AtomicU64};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::{config::QueueKind, health::Health};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    queue: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    queue: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~8 s
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// The worker's metrics. One per application (tests run several).
+pub struct Metrics {
+    registry: Registry,
+    received: Family<QueueLabel, Counter>,
+    acked: Family<QueueLabel, Counter>,
+    requeued: Family<QueueLabel, Counter>,
+    retried: Family<QueueLabel, Counter>,
+    dead_lettered: Family<ReasonLabels, Counter>,
+    parked: Family<QueueLabel, Counter>,
+    in_flight: Family<QueueLabel, Gauge>,
+    duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    call_log_published: Counter,
+    publish_failures: Family<QueueLabel, Counter>,
+    broker_connected: Gauge,
+    redis_connected: Gauge,
+    broker_reconnects: Counter<u64, AtomicU64>,
+    health: Arc<Health>,
+}
+
+impl Metrics {
+    pub fn new(health: Arc<Health>) -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            received: Family::default(),
+            acked: Family::default(),
+            requeued: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            parked: Family::default(),
+            in_flight: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            call_log_published: Counter::default(),
+            publish_failures: Family::default(),
+            broker_connected: Gauge::default(),
+            redis_connected: Gauge::default(),
+            broker_reconnects: Counter::default(),
+            health,
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "axn_messages_received",
+            "Deliveries taken from an input queue",
+            m.received.clone(),
+        );
+        r.register(
+            "axn_messages_acked",
+            "Deliveries acknowledged",
+            m.acked.clone(),
+        );
+        r.register(
+            "axn_messages_requeued",
+            "Deliveries returned to their queue because a move failed",
+            m.requeued.clone(),
+        );
+        r.register(
+            "axn_messages_retried",
+            "Messages moved to a retry queue",
+            m.retried.clone(),
+        );
+        r.register(
+            "axn_messages_dead_lettered",
+            "Messages moved to the dead-letter queue",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "axn_messages_parked",
+            "Call records moved to the unattributed queue",
+            m.parked.clone(),
+        );
+        r.register(
+            "axn_messages_in_flight",
+            "Deliveries received and not yet settled",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "axn_handler_duration_seconds",
+            "Time to apply a message",
+            m.duration.clone(),
+        );
+        r.register(
+            "axn_call_log_published",
+            "Call-log events confirmed by the broker",
+            m.call_log_published.clone(),
+        );
+        r.register(
+            "axn_publish_failures",
+            "Publishes the broker did not confirm",
+            m.publish_failures.clone(),
+        );
+        r.register(
+            "axn_broker_connected",
+            "1 while connected to the broker and consuming every queue",
+            m.broker_connected.clone(),
+        );
+        r.register(
+            "axn_redis_connected",
+            "1 while Redis answers",
+            m.redis_connected.clone(),
+        );
+        r.register(
+            "axn_broker_reconnects",
+            "Broker sessions lost and re-established",
+            m.broker_reconnects.clone(),
+        );
+        let build = Family::<VersionLabel, Gauge>::default();
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        r.register("axn_build_info", "Build information", build);
+        // Every queue's series exist from the start (at 0), so rate() and
+        // alerts see them before the first message.
+        for kind in QueueKind::ALL {
+            let q = QueueLabel { queue: kind.key() };
+            for f in [
+                &m.received,
+                &m.acked,
+                &m.requeued,
+                &m.retried,
+                &m.parked,
+                &m.publish_failures,
+            ] {
+                let _ = f.get_or_create(&q);
+            }
+            let _ = m.in_flight.get_or_create(&q);
+        }
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let r = self.health.readiness();
+        self.broker_connected.set(r.broker as i64);
+        self.redis_connected.set(r.redis as i64);
+        let reconnects = self.health.reconnects();
+        let seen = self.broker_reconnects.get();
+        if reconnects > seen {
+            self.broker_reconnects.inc_by(reconnects - seen);
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn received(&self, kind: QueueKind) {
+        let q = QueueLabel { queue: kind.key() };
+        self.received.get_or_create(&q).inc();
+        self.in_flight.get_or_create(&q).inc();
+    }
+
+    /// The delivery is settled, acked (`true`) or requeued.
+    pub fn settled(&self, kind: QueueKind, acked: bool) {
+        let q = QueueLabel { queue: kind.key() };
+        self.in_flight.get_or_create(&q).dec();
+        if acked { &self.acked } else { &self.requeued }
+            .get_or_create(&q)
+            .inc();
+    }
+
+    pub fn retried(&self, kind: QueueKind) {
+        self.retried
+            .get_or_create(&QueueLabel { queue: kind.key() })
+            .inc();
+    }
+
+    pub fn dead_lettered(&self, kind: QueueKind, reason: &'static str) {
+        self.dead_lettered
+            .get_or_create(&ReasonLabels {
+                queue: kind.key(),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn parked(&self, kind: QueueKind) {
+        self.parked
+            .get_or_create(&QueueLabel { queue: kind.key() })
+            .inc();
+    }
+
+    pub fn handled(&self, kind: QueueKind, outcome: &'static str, seconds: f64) {
+        self.duration
+            .get_or_create(&OutcomeLabels {
+                queue: kind.key(),
+                outcome,
+            })
+            .observe(seconds);
+    }
+
+    pub fn call_log_published(&self) {
+        self.call_log_published.inc();
+    }
+
+    pub fn publish_failed(&self, kind: QueueKind) {
+        self.publish_failures
+            .get_or_create(&QueueLabel { queue: kind.key() })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_queue_labels() {
+        let m = Metrics::new(Arc::new(Health::default()));
+        m.received(QueueKind::Blacklist);
+        m.dead_lettered(QueueKind::Blacklist, "invalid_json");
+        m.handled(QueueKind::Blacklist, "applied", 0.002);
+        m.settled(QueueKind::Blacklist, true);
+        let text = m.render();
+        for line in [
+            r#"axn_messages_received_total{queue="blacklist"} 1"#,
+            r#"axn_messages_acked_total{queue="blacklist"} 1"#,
+            r#"axn_messages_in_flight{queue="blacklist"} 0"#,
+            r#"axn_messages_dead_lettered_total{queue="blacklist",reason="invalid_json"} 1"#,
+            r#"axn_handler_duration_seconds_count{queue="blacklist",outcome="applied"} 1"#,
+            r#"axn_messages_received_total{queue="call_record"} 0"#,
+            r#"axn_broker_connected 0"#,
+            r#"axn_build_info{version=""#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}

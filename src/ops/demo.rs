@@ -1,0 +1,239 @@
+//! `axn-worker demo`: a guided tour against the local services. It runs the
+//! real worker in-process under names of its own (queues `axn-demo.*`, keys
+//! `axn-demo:*`, so it never touches a running worker's state), seeds one XB
+//! binding, publishes the seed's example message of each kind, and prints,
+//! step by step, what changed in Redis and what was published. It removes its
+//! queues and keys at the end unless told to keep them. Numbers are shown
+//! masked, as in the logs.
+
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use lapin::{
+    BasicProperties,
+    options::{BasicGetOptions, QueueDeleteOptions},
+};
+use redis::AsyncCommands;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    broker::{self, consumer::REASON_HEADER, publisher::Publisher, topology},
+    config::{QueueKind, Settings},
+    phone::mask_digits_in,
+    startup::Application,
+    store::Keys,
+};
+
+const SUB_ID: &str = "1000039976446302";
+const BINDING: &str = r#"{"subId":"1000039976446302","platId":3,"userId":51218,"telX":"17111526089","telB":"13700051234","mapClassId":1,"mapId":123456,"contactMapClassId":0,"contactId":0,"boundAt":1763892000,"expiresAt":1763892120}"#;
+const SEED_CALL_RECORD: &str = r#"{"platId": 3, "subId": "1000039976446302", "callId": "demo-call-1", "telA": "1347011****", "telX": "17111526089", "telB": "1370005****", "callType": 0, "startTime": "2026-11-23 10:00:00", "releaseTime": "2026-11-23 10:03:12"}"#;
+const SEED_UNBIND: &str = r#"{"platId": 3, "telA": "1347011****", "telX": "17111526089", "telB": "1370005****", "subId": "1000039976446302"}"#;
+const SEED_BLACKLIST: &str = r#"{"platId": 3, "private_number": "13470110001", "action": "add", "userid": "74705", "type": 0}"#;
+const SEED_PHONE: &str = r#"{"userId": "74705", "newPhone": "13812345678", "oldPhone": "13998765432", "operatorUser:": "51218"}"#;
+const BAD: &str = r#"{"platId": 3, "private_number": "1347011****", "action": "add", "userid": "74705", "type": 0}"#;
+
+/// The demo's settings: `base` renamed under `axn-demo`.
+pub fn demo_settings(base: &Settings) -> Settings {
+    let mut s = base.clone();
+    for kind in QueueKind::ALL {
+        let q = s.queues.get_mut(kind);
+        q.name = format!("axn-demo.{}", q.name);
+        q.passive = false;
+    }
+    s.redis.key_prefix = "axn-demo:".into();
+    s.publish.call_log.exchange = String::new();
+    s.publish.call_log.routing_key = format!("axn-demo.{}", base.publish.call_log.routing_key);
+    s.publish.call_log.passive = false;
+    s.http.listen = "127.0.0.1:0".into();
+    s
+}
+
+/// Runs the tour, writing to `out`. `keep` leaves the demo's queues and keys.
+pub async fn run(base: &Settings, out: &mut dyn Write, keep: bool) -> anyhow::Result<()> {
+    let settings = demo_settings(base);
+    let keys = Keys::new(settings.redis.key_prefix.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let app = Application::build(settings.clone(), listener)?.with_instance("demo");
+    let health = app.health();
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(app.run_until_stopped(stop.clone()));
+
+    let result = async {
+        wait(Duration::from_secs(20), "the worker to be ready (are RabbitMQ and Redis running?)", || {
+            let ready = health.readiness().ready;
+            async move { Ok(ready) }
+        })
+        .await?;
+        let mut redis = redis::Client::open(settings.redis.url.expose())?.get_multiplexed_async_connection().await?;
+        let conn = broker::connect(&settings, &broker::connection_name(Some("demo-client"))).await?;
+        let channel = conn.create_channel().await?;
+        let publisher = Publisher::new(conn.create_channel().await?).await?;
+        let publish = |kind: QueueKind, body: &'static str| {
+            let queue = settings.queues.get(kind).name.clone();
+            let publisher = publisher.clone();
+            async move {
+                let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+                publisher.publish("", &queue, body.as_bytes(), props).await.context("publish")
+            }
+        };
+        writeln!(out, "axn-worker demo: a worker is running with queues axn-demo.* and Redis keys axn-demo:*\n")?;
+
+        let _: () = redis.hset(keys.xb(), SUB_ID, BINDING).await?;
+        let _: () = redis.hset(keys.user_axs(), "51218", r#"{"xNumber":"17111526089","bindType":1}"#).await?;
+        writeln!(out, "1. The binding service has bound X to B for agent 51218 (house 123456):")?;
+        writeln!(out, "   HSET {} {SUB_ID} {}", keys.xb(), mask_digits_in(BINDING))?;
+        writeln!(out, "   HSET {} 51218 {{\"xNumber\":\"171****6089\",\"bindType\":1}}\n", keys.user_axs())?;
+
+        publish(QueueKind::CallRecord, SEED_CALL_RECORD).await?;
+        writeln!(out, "2. The carrier reports a call on that binding ({}):", settings.queues.call_record.name)?;
+        writeln!(out, "   {}", mask_digits_in(SEED_CALL_RECORD))?;
+        let out_queue = settings.publish.call_log.routing_key.clone();
+        let event = take(&channel, &out_queue, "the call-log event").await?;
+        let id = event.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default();
+        writeln!(out, "   -> published to {out_queue}: {} (message_id {id})", String::from_utf8_lossy(&event.data))?;
+        // The mark turns from the publish lease into 1 right after the confirm.
+        wait(Duration::from_secs(10), "the dedupe mark", || {
+            let mut r = redis.clone();
+            let k = keys.calllog("demo-call-1");
+            async move { Ok(r.get::<_, Option<String>>(k).await?.as_deref() == Some("1")) }
+        })
+        .await?;
+        writeln!(out, "   -> GET {} = 1 (a second copy of this callId publishes nothing)\n", keys.calllog("demo-call-1"))?;
+
+        publish(QueueKind::XbUnbind, SEED_UNBIND).await?;
+        writeln!(out, "3. The carrier ends the XB binding (the seed's MQ108 message):")?;
+        writeln!(out, "   {}", mask_digits_in(SEED_UNBIND))?;
+        wait(Duration::from_secs(10), "the unbind", || {
+            let mut r = redis.clone();
+            let k = keys.xb();
+            async move { Ok(!r.hexists::<_, _, bool>(k, SUB_ID).await?) }
+        })
+        .await?;
+        let unbound: Option<String> = redis.hget(keys.xb_unbound(), SUB_ID).await?;
+        let axs: Option<String> = redis.hget(keys.user_axs(), "51218").await?;
+        writeln!(out, "   -> HGET {} {SUB_ID} = (nil)", keys.xb())?;
+        writeln!(out, "   -> HGET {} {SUB_ID} = {}", keys.xb_unbound(), mask_digits_in(&unbound.unwrap_or_default()))?;
+        writeln!(out, "   -> HGET {} 51218 = {}\n", keys.user_axs(), axs.unwrap_or_else(|| "(nil)".into()))?;
+
+        publish(QueueKind::Blacklist, SEED_BLACKLIST).await?;
+        writeln!(out, "4. Agent 74705 blacklists a B number for outgoing calls (MQ173):")?;
+        writeln!(out, "   {}", mask_digits_in(SEED_BLACKLIST))?;
+        let black = keys.black(74705, 0);
+        wait(Duration::from_secs(10), "the blacklist", || {
+            let mut r = redis.clone();
+            let k = black.clone();
+            async move { Ok(r.sismember::<_, _, bool>(k, "13470110001").await?) }
+        })
+        .await?;
+        writeln!(out, "   -> SMEMBERS {black} = [134****0001]\n")?;
+
+        publish(QueueKind::PhoneHistory, SEED_PHONE).await?;
+        writeln!(out, "5. Employee 74705 changes phone (MQ176, with the seed's \"operatorUser:\" key):")?;
+        writeln!(out, "   {}", mask_digits_in(SEED_PHONE))?;
+        wait(Duration::from_secs(10), "the phone change", || {
+            let mut r = redis.clone();
+            let k = keys.user_phone();
+            async move { Ok(r.hexists::<_, _, bool>(k, "74705").await?) }
+        })
+        .await?;
+        let phones: Vec<String> = redis.zrange(keys.user_phones(74705), 0, -1).await?;
+        writeln!(out, "   -> HGET {} 74705 = 138****5678", keys.user_phone())?;
+        writeln!(out, "   -> ZRANGE {} = {}", keys.user_phones(74705), mask_digits_in(&phones.join(", ")))?;
+        writeln!(out, "   -> HGET {} 139****5432 = 74705 (the old phone still finds its employee)\n", keys.phone_user())?;
+
+        publish(QueueKind::Blacklist, BAD).await?;
+        let dlq = settings.queues.blacklist.dlq_name();
+        writeln!(out, "6. A producer sends a masked number where a full one is needed:")?;
+        writeln!(out, "   {}", mask_digits_in(BAD))?;
+        let dead = take(&channel, &dlq, "the dead letter").await?;
+        let reason = match dead.properties.headers().as_ref().and_then(|h| h.inner().get(REASON_HEADER)) {
+            Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            _ => "?".into(),
+        };
+        writeln!(out, "   -> moved at once to {dlq} with axn-reason {reason}; never retried, never dropped\n")?;
+        writeln!(out, "Done. `axn-worker dlq list blacklist` shows such messages; `dlq replay` sends them back.")?;
+        let _ = conn.close(200, "demo done".into()).await;
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+
+    stop.cancel();
+    let stopped = worker.await.context("the demo worker task failed")?;
+    if !keep {
+        cleanup(&settings).await;
+    }
+    result?;
+    stopped
+}
+
+async fn wait<F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await? {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Takes the next message of `queue`, waiting up to 10 s.
+async fn take(
+    channel: &lapin::Channel,
+    queue: &str,
+    what: &str,
+) -> anyhow::Result<lapin::message::Delivery> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(m) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await?
+        {
+            return Ok(m.delivery);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Deletes the demo's queues and keys.
+async fn cleanup(settings: &Settings) {
+    if let Ok(conn) =
+        broker::connect(settings, &broker::connection_name(Some("demo-cleanup"))).await
+    {
+        if let Ok(ch) = conn.create_channel().await {
+            for spec in topology::specs(settings) {
+                let _ = ch
+                    .queue_delete(spec.name.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+        let _ = conn.close(200, "demo cleanup".into()).await;
+    }
+    let keys = Keys::new(settings.redis.key_prefix.clone());
+    if let Ok(client) = redis::Client::open(settings.redis.url.expose())
+        && let Ok(mut c) = client.get_multiplexed_async_connection().await
+    {
+        let names = [
+            keys.xb(),
+            keys.xb_unbound(),
+            keys.xb_unbound_index(),
+            keys.user_axs(),
+            keys.calllog("demo-call-1"),
+            keys.black(74705, 0),
+            keys.user_phone(),
+            keys.user_phones(74705),
+            keys.phone_user(),
+        ];
+        let _: Result<(), _> = c.del(&names).await;
+    }
+}
