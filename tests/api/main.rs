@@ -10,6 +10,7 @@ mod failures;
 mod helpers;
 mod lifecycle;
 mod mapping;
+mod operate;
 mod ordering;
 mod phone_history;
 mod xb_unbind;

@@ -1,0 +1,384 @@
+//! Operating the worker: metrics moving as messages flow, and every operator
+//! command (check-config, dlq and parked list/replay, demo, definitions)
+//! against the real services.
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use axn_worker::{
+    config::{QueueKind, Secret, Settings},
+    ops,
+};
+use redis::AsyncCommands;
+use serde_json::json;
+
+use crate::helpers::{
+    DEADLINE, TestApp, header, spawn_app, spawn_app_with, test_settings, unique_id,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_axn-worker");
+const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+
+/// The value of one series in a Prometheus text page (0 when absent).
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Counters follow the messages: received, acked, dead-lettered by reason,
+/// retried, parked, call-log events, handler latency; gauges show the
+/// connections; nothing stays in flight.
+#[tokio::test]
+async fn metrics_move_as_messages_flow() {
+    let app = spawn_app().await;
+    app.put_binding("s1", 1, 2).await;
+    let _: () = app
+        .redis
+        .clone()
+        .set(app.key("PrivateNumber_black:3:0"), "x")
+        .await
+        .unwrap();
+    app.publish(QueueKind::CallRecord, br#"{"subId":"s1","callId":"m1"}"#)
+        .await;
+    app.publish(
+        QueueKind::CallRecord,
+        br#"{"subId":"nobody","callId":"m2"}"#,
+    )
+    .await;
+    app.publish(QueueKind::Blacklist, b"not json").await;
+    app.publish(
+        QueueKind::Blacklist,
+        br#"{"private_number":"13470110001","action":"add","userid":3,"type":0}"#,
+    )
+    .await;
+    let _ = app.take(&app.call_log_queue()).await;
+    app.take_n(&app.dlq(QueueKind::Blacklist), 2).await;
+    app.eventually("all settled", || async {
+        let page = app.get("/metrics").await.unwrap().1;
+        metric(&page, r#"axn_messages_in_flight{queue="blacklist"}"#) == 0.0
+            && metric(&page, r#"axn_messages_acked_total{queue="blacklist"}"#) == 4.0
+    })
+    .await;
+    let (status, page) = app.get("/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    for (series, value) in [
+        (r#"axn_messages_received_total{queue="call_record"}"#, 2.0),
+        (r#"axn_messages_acked_total{queue="call_record"}"#, 2.0),
+        (r#"axn_messages_parked_total{queue="call_record"}"#, 1.0),
+        (r#"axn_call_log_published_total"#, 1.0),
+        // blacklist: 1 bad + 1 transient delivered 3 times (max_attempts 3)
+        (r#"axn_messages_received_total{queue="blacklist"}"#, 4.0),
+        (r#"axn_messages_retried_total{queue="blacklist"}"#, 2.0),
+        (
+            r#"axn_messages_dead_lettered_total{queue="blacklist",reason="invalid_json"}"#,
+            1.0,
+        ),
+        (
+            r#"axn_messages_dead_lettered_total{queue="blacklist",reason="retries_exhausted"}"#,
+            1.0,
+        ),
+        (
+            r#"axn_handler_duration_seconds_count{queue="call_record",outcome="applied"}"#,
+            1.0,
+        ),
+        (
+            r#"axn_handler_duration_seconds_count{queue="blacklist",outcome="transient"}"#,
+            3.0,
+        ),
+        (r#"axn_messages_in_flight{queue="call_record"}"#, 0.0),
+        (r#"axn_broker_connected"#, 1.0),
+        (r#"axn_redis_connected"#, 1.0),
+        (r#"axn_publish_failures_total{queue="call_record"}"#, 0.0),
+    ] {
+        assert_eq!(metric(&page, series), value, "{series}\n{page}");
+    }
+    assert!(page.contains("axn_build_info{version="));
+}
+
+/// check-config prints the effective settings with env overrides and no
+/// secret; a bad value exits non-zero with the reason, on one line.
+#[tokio::test]
+async fn check_config_shows_effective_settings_without_secrets() {
+    let ok = tokio::process::Command::new(BIN)
+        .args(["check-config", "--config", CONFIG])
+        .env("AXN__QUEUES__XB_UNBIND__CONCURRENCY", "17")
+        .env("AXN__MAPPING__PASSWORD", "hunter2-secret")
+        .output()
+        .await
+        .unwrap();
+    assert!(ok.status.success());
+    let text = String::from_utf8_lossy(&ok.stdout);
+    toml::from_str::<toml::Value>(&text).expect("the output is TOML");
+    assert!(text.contains("concurrency = 17"), "{text}");
+    assert!(
+        !text.contains("hunter2-secret") && !text.contains("guest:guest"),
+        "{text}"
+    );
+    assert!(text.contains(r#"password = "***""#));
+
+    let bad = tokio::process::Command::new(BIN)
+        .args(["check-config", "--config", CONFIG])
+        .env("AXN__QUEUES__XB_UNBIND__TIMEOUT_SECS", "0")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("queues.xb_unbind.timeout_secs must be at least 1"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line, no backtrace: {err}");
+}
+
+/// dlq list shows reason, attempts, failure times and the masked body, and
+/// leaves the messages where they are; dlq replay sends them back into
+/// processing with fresh attempts, where they now succeed.
+#[tokio::test]
+async fn dlq_list_then_replay_into_processing() {
+    let app = spawn_app_with(|s| s.queues.blacklist.max_attempts = 1).await;
+    let key = app.key("PrivateNumber_black:21:0");
+    let _: () = app.redis.clone().set(&key, "wrong type").await.unwrap();
+    for n in ["13470110001", "13470110002", "13470110003"] {
+        let body =
+            json!({"private_number": n, "action": "add", "userid": 21, "type": 0}).to_string();
+        app.publish(QueueKind::Blacklist, body.as_bytes()).await;
+    }
+    let dlq = app.dlq(QueueKind::Blacklist);
+    app.eventually("three dead letters", || async {
+        app.queue_len(&dlq).await == 3
+    })
+    .await;
+
+    let entries = ops::dlq::list(&app.settings, &dlq, 2).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].reason.as_deref(), Some("retries_exhausted"));
+    assert_eq!(entries[0].attempts.as_deref(), Some("1"));
+    assert!(entries[0].error.as_deref().unwrap().contains("WRONGTYPE"));
+    assert!(entries[0].first_failed_at.is_some() && entries[0].failed_at.is_some());
+    assert!(entries[0].body.contains("134****0001") && !entries[0].body.contains("13470110001"));
+    assert_eq!(app.queue_len(&dlq).await, 3, "listing consumes nothing");
+
+    // Through the binary, as an operator would.
+    let listed = tokio::process::Command::new(BIN)
+        .args(["dlq", "list", "blacklist", "--config", CONFIG, "-n", "5"])
+        .env(
+            "AXN__QUEUES__BLACKLIST__NAME",
+            app.queue(QueueKind::Blacklist),
+        )
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success() && text.matches("reason:        retries_exhausted").count() == 3,
+        "{text}"
+    );
+
+    let _: () = app.redis.clone().del(&key).await.unwrap();
+    let replayed = tokio::process::Command::new(BIN)
+        .args(["dlq", "replay", "blacklist", "--config", CONFIG])
+        .env(
+            "AXN__QUEUES__BLACKLIST__NAME",
+            app.queue(QueueKind::Blacklist),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&replayed.stdout).contains("replayed 3 message(s)"));
+    app.eventually("all three applied", || async {
+        let n: usize = app.redis.clone().scard(&key).await.unwrap_or(0);
+        n == 3
+    })
+    .await;
+    assert_eq!(app.queue_len(&dlq).await, 0);
+}
+
+/// A replay killed halfway (kill -9) loses nothing: every message is in the
+/// dead-letter queue or in the input queue (possibly both, never neither).
+#[tokio::test]
+async fn interrupted_replay_loses_nothing() {
+    // The queues exist (a worker ran once) but no worker consumes them.
+    let id = unique_id();
+    let mut app = TestApp::connect(id.clone(), test_settings(&id))
+        .await
+        .start()
+        .await;
+    app.stop().await.unwrap();
+    let dlq = app.dlq(QueueKind::Blacklist);
+    let input = app.queue(QueueKind::Blacklist);
+    let total = 3000usize;
+    for i in 0..total {
+        app.publish_to(
+            &dlq,
+            format!("{{\"n\":{i}}}").as_bytes(),
+            Default::default(),
+        )
+        .await;
+    }
+    let mut replay = tokio::process::Command::new(BIN)
+        .args(["dlq", "replay", "blacklist", "--config", CONFIG])
+        .env("AXN__QUEUES__BLACKLIST__NAME", &input)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while app.queue_len(&input).await < 200 {
+        assert!(Instant::now() < deadline, "the replay did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    replay.start_kill().unwrap();
+    let _ = replay.wait().await;
+    // Unacked messages return to the dead-letter queue when the killed
+    // process's connection closes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left = app.queue_len(&dlq).await as usize;
+    assert!(
+        left > 0,
+        "interrupted before the end (raise `total` if this machine is very fast)"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for q in [&dlq, &input] {
+        let n = app.queue_len(q).await as usize;
+        for d in app.take_n(q, n).await {
+            let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+            seen.insert(v["n"].as_u64().unwrap() as usize);
+        }
+    }
+    assert_eq!(seen.len(), total, "every message is somewhere");
+}
+
+/// A call record parked for want of a binding is published once parked
+/// replay sends it back after the binding appears.
+#[tokio::test]
+async fn parked_record_replays_once_its_binding_exists() {
+    let app = spawn_app().await;
+    app.publish(
+        QueueKind::CallRecord,
+        br#"{"subId":"late-binding","callId":"p1"}"#,
+    )
+    .await;
+    let parked = app.settings.queues.call_record.unattributed_name();
+    app.eventually("parked", || async { app.queue_len(&parked).await == 1 })
+        .await;
+    let listed = ops::dlq::list(&app.settings, &parked, 10).await.unwrap();
+    assert_eq!(listed[0].reason.as_deref(), Some("unattributed"));
+    app.put_binding("late-binding", 31, 310).await;
+    let progress = |_: u64, _: u64| {};
+    let moved = ops::dlq::replay(
+        &app.settings,
+        &parked,
+        &app.queue(QueueKind::CallRecord),
+        None,
+        &progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved, 1);
+    let event = app.take(&app.call_log_queue()).await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&event.data).unwrap(),
+        json!({"user": 31, "houseid": 310})
+    );
+    assert!(
+        header(&event, "axn-replayed-from").is_none(),
+        "events carry no replay headers"
+    );
+}
+
+/// The demo runs against the local services, shows each step, and cleans up.
+#[tokio::test]
+async fn demo_tours_every_queue_and_cleans_up() {
+    let out = tokio::process::Command::new(BIN)
+        .args(["demo", "--config", CONFIG])
+        .env("AXN__HTTP__LISTEN", "127.0.0.1:0")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        r#"{"user":51218,"houseid":123456} (message_id demo-call-1)"#,
+        "PrivateNumber_xb 1000039976446302 = (nil)",
+        r#""unboundAt":"#,
+        "SMEMBERS axn-demo:PrivateNumber_black:74705:0 = [134****0001]",
+        "axn-reason invalid_number",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from\n{text}");
+    }
+    assert!(
+        !text.contains("17111526089") && !text.contains("13812345678"),
+        "numbers are masked"
+    );
+}
+
+/// The committed definitions file is exactly what `definitions` generates for
+/// the shipped config, and a broker loaded with generated definitions accepts
+/// the worker's own declarations (same arguments).
+#[tokio::test]
+async fn definitions_match_the_worker_topology() {
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/rabbitmq/definitions.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        committed,
+        ops::definitions::definitions(&Settings::defaults().unwrap(), "/"),
+        "regenerate with `axn-worker definitions`"
+    );
+
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    settings.mapping.password = Secret::new("x");
+    let file = std::env::temp_dir().join(format!("{id}-definitions.json"));
+    std::fs::write(
+        &file,
+        ops::definitions::definitions(&settings, "/").to_string(),
+    )
+    .unwrap();
+    let imported = tokio::process::Command::new("rabbitmqctl")
+        .args(["import_definitions", file.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    // Declaring over them with other arguments would fail the start.
+    let app = TestApp::connect(id, settings).await.start().await;
+    app.publish(
+        QueueKind::Blacklist,
+        br#"{"private_number":"13470110001","action":"add","userid":41,"type":0}"#,
+    )
+    .await;
+    let key = app.key("PrivateNumber_black:41:0");
+    app.eventually("applied", || app.is_member(&key, "13470110001"))
+        .await;
+}
