@@ -264,6 +264,12 @@ impl Settings {
         )
     }
 
+    /// Defaults, then the TOML `text` (no environment): for checking a config
+    /// that lives elsewhere, such as the Kubernetes ConfigMap.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_CONFIG)).merge(Toml::string(text)))
+    }
+
     /// The shipped defaults alone, without file or environment (for tests and
     /// tools that build their settings in code).
     pub fn defaults() -> Result<Self, ConfigError> {

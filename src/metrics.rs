@@ -35,7 +35,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{config::QueueKind, health::Health};
+use crate::{config::QueueKind, handlers::Reason, health::Health};
+
+/// The `outcome` label values of `axn_handler_duration_seconds`.
+pub const OUTCOMES: [&str; 4] = ["applied", "parked", "permanent", "transient"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabel {
@@ -191,6 +194,18 @@ impl Metrics {
                 let _ = f.get_or_create(&q);
             }
             let _ = m.in_flight.get_or_create(&q);
+            for reason in Reason::ALL {
+                let _ = m.dead_lettered.get_or_create(&ReasonLabels {
+                    queue: kind.key(),
+                    reason: reason.as_str(),
+                });
+            }
+            for outcome in OUTCOMES {
+                let _ = m.duration.get_or_create(&OutcomeLabels {
+                    queue: kind.key(),
+                    outcome,
+                });
+            }
         }
         Metrics { registry, ..m }
     }
@@ -287,6 +302,8 @@ mod tests {
             r#"axn_handler_duration_seconds_count{queue="blacklist",outcome="applied"} 1"#,
             r#"axn_messages_received_total{queue="call_record"} 0"#,
             r#"axn_broker_connected 0"#,
+            r#"axn_messages_dead_lettered_total{queue="xb_unbind",reason="retries_exhausted"} 0"#,
+            r#"axn_handler_duration_seconds_count{queue="xb_unbind",outcome="transient"} 0"#,
             r#"axn_build_info{version=""#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");

@@ -44,6 +44,20 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 11] = [
+        Reason::BodyTooLarge,
+        Reason::NotUtf8,
+        Reason::InvalidJson,
+        Reason::NotAnObject,
+        Reason::EmptyBatch,
+        Reason::MissingField,
+        Reason::InvalidField,
+        Reason::InvalidNumber,
+        Reason::UnknownAction,
+        Reason::InvalidBinding,
+        Reason::RetriesExhausted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::BodyTooLarge => "body_too_large",
