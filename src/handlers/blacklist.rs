@@ -47,10 +47,10 @@ pub fn parse(value: &Value) -> Result<BlacklistChange, HandlerError> {
     };
     let list_type = match f.uint(&["type"])? {
         t @ (0 | 1) => t as u8,
-        t => {
+        _ => {
             return Err(HandlerError::permanent(
                 Reason::InvalidField,
-                format!("field type must be 0 (outgoing) or 1 (incoming), not {t}"),
+                "field type must be 0 (outgoing) or 1 (incoming)",
             ));
         }
     };

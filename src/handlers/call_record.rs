@@ -164,6 +164,8 @@ async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, HandlerError
         .publish(&out.exchange, &out.routing_key, &event, props)
         .await
     {
+        ctx.metrics
+            .publish_failed(crate::config::QueueKind::CallRecord);
         release(ctx, &r.call_id, &token).await;
         return Err(HandlerError::transient(format!(
             "call-log event not confirmed: {e}"

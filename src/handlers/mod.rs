@@ -13,6 +13,8 @@ pub mod blacklist;
 pub mod call_record;
 pub mod fields;
 pub mod phone_history;
+#[cfg(test)]
+mod proptests;
 pub mod xb_unbind;
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};

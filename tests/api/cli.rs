@@ -11,31 +11,9 @@ use redis::AsyncCommands;
 use tokio::io::AsyncWriteExt;
 
 use crate::{
-    helpers::{DEADLINE, TestApp, spawn_app, test_settings, unique_id},
+    helpers::{BIN, CONFIG, DEADLINE, TestApp, env_for, spawn_app, test_settings, unique_id},
     xb_unbind::{SEED_UNBIND, binding},
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_axn-worker");
-const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
-
-/// The environment that points the shipped config.toml at a test's names.
-fn env_for(s: &Settings) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = QueueKind::ALL
-        .iter()
-        .map(|k| {
-            (
-                format!("AXN__QUEUES__{}__NAME", k.key().to_uppercase()),
-                s.queues.get(*k).name.clone(),
-            )
-        })
-        .collect();
-    env.push(("AXN__REDIS__KEY_PREFIX".into(), s.redis.key_prefix.clone()));
-    env.push((
-        "AXN__PUBLISH__CALL_LOG__ROUTING_KEY".into(),
-        s.publish.call_log.routing_key.clone(),
-    ));
-    env
-}
 
 /// `publish xb_unbind -` sends the seed message from stdin, confirmed, and
 /// the running worker applies it: the README's newcomer path.

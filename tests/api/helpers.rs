@@ -388,6 +388,105 @@ impl TestApp {
     }
 }
 
+pub const BIN: &str = env!("CARGO_BIN_EXE_axn-worker");
+pub const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+
+/// The environment that makes the shipped config.toml into `s` (names,
+/// prefix, retries, timeouts, Redis): how a test runs the real binary.
+pub fn env_for(s: &Settings) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for k in QueueKind::ALL {
+        let q = s.queues.get(k);
+        let at = |field: &str| format!("AXN__QUEUES__{}__{field}", k.key().to_uppercase());
+        env.push((at("NAME"), q.name.clone()));
+        env.push((at("RETRY_DELAYS_MS"), format!("{:?}", q.retry_delays_ms)));
+        env.push((at("MAX_ATTEMPTS"), q.max_attempts.to_string()));
+        env.push((at("TIMEOUT_SECS"), q.timeout_secs.to_string()));
+        env.push((at("CONCURRENCY"), q.concurrency.to_string()));
+    }
+    env.push(("AXN__REDIS__KEY_PREFIX".into(), s.redis.key_prefix.clone()));
+    env.push(("AXN__REDIS__URL".into(), s.redis.url.expose().to_owned()));
+    env.push((
+        "AXN__PUBLISH__CALL_LOG__ROUTING_KEY".into(),
+        s.publish.call_log.routing_key.clone(),
+    ));
+    env.push((
+        "AXN__PUBLISH__CALL_LOG__PASSIVE".into(),
+        s.publish.call_log.passive.to_string(),
+    ));
+    env.push((
+        "AXN__SHUTDOWN__GRACE_PERIOD_SECS".into(),
+        s.shutdown.grace_period_secs.to_string(),
+    ));
+    env.push((
+        "AXN__AMQP__RECONNECT_MAX_DELAY_MS".into(),
+        s.amqp.reconnect_max_delay_ms.to_string(),
+    ));
+    env.push((
+        "AXN__AMQP__RECONNECT_MIN_DELAY_MS".into(),
+        s.amqp.reconnect_min_delay_ms.to_string(),
+    ));
+    env
+}
+
+/// The real `axn-worker run` as a child process under `settings`, ready.
+pub struct WorkerProcess {
+    pub child: tokio::process::Child,
+    pub port: u16,
+}
+
+impl WorkerProcess {
+    pub async fn start(settings: &Settings) -> WorkerProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(BIN)
+            .args(["run", "--config", CONFIG])
+            .envs(env_for(settings))
+            .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the axn-worker binary runs");
+        let w = WorkerProcess { child, port };
+        let deadline = Instant::now() + DEADLINE;
+        while w.readyz().await != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the worker process did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        w
+    }
+
+    pub async fn readyz(&self) -> u16 {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let probe = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await.ok()?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).await.ok()?;
+            buf.split_whitespace().nth(1)?.parse().ok()
+        };
+        probe.await.unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+}
+
 /// An HTTP answer: status, the header block (lowercased names) and body.
 pub struct HttpAnswer {
     pub status: u16,

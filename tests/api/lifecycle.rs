@@ -284,6 +284,37 @@ async fn survives_redis_going_away() {
     assert_eq!(app.queue_len(&app.dlq(QueueKind::Blacklist)).await, 0);
 }
 
+/// Has the broker close the app's own connection (found by its name label).
+pub async fn close_connection_of(app: &TestApp) {
+    let label = format!("/{}", app.id);
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pid = text
+        .lines()
+        .find(|l| l.contains(&label))
+        .and_then(|l| l.split('\t').next())
+        .expect("the worker's connection")
+        .to_owned();
+    let closed = tokio::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "test: closed by the broker"])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert!(closed.success());
+}
+
 /// A TCP port nothing listens on right now.
 pub fn spare_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

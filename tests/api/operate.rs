@@ -18,8 +18,7 @@ use crate::helpers::{
     DEADLINE, TestApp, header, spawn_app, spawn_app_with, test_settings, unique_id,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_axn-worker");
-const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+use crate::helpers::{BIN, CONFIG};
 
 /// The value of one series in a Prometheus text page (0 when absent).
 pub fn metric(page: &str, series: &str) -> f64 {

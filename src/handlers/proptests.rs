@@ -1,0 +1,187 @@
+//! Property tests (the fuzz target run in CI): every parser and the number
+//! normalizer over many thousands of generated inputs, from raw bytes to
+//! near-valid messages. Properties: nothing panics; a parse failure is always
+//! permanent (bad input never looks retryable); what parses satisfies the
+//! contract's invariants; no error text holds a full number.
+
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+use super::{HandlerError, Job, parse};
+use crate::{config::QueueKind, phone};
+
+fn kinds() -> impl Strategy<Value = QueueKind> {
+    prop_oneof![
+        Just(QueueKind::XbUnbind),
+        Just(QueueKind::Blacklist),
+        Just(QueueKind::PhoneHistory),
+        Just(QueueKind::CallRecord),
+    ]
+}
+
+/// Any JSON value, nested a few levels.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        ".{0,24}".prop_map(Value::String),
+        "[0-9+* -]{0,22}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,10}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Values of the kinds producers send for a field.
+fn field_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => "1[3-9][0-9]{9}".prop_map(Value::String),
+        1 => "(\\+86|0086|86)?1[3-9][0-9]{9}".prop_map(Value::String),
+        1 => "[0-9]{1,25}".prop_map(Value::String),
+        1 => "[0-9*a-z +-]{0,14}".prop_map(Value::String),
+        1 => (0u64..100_000).prop_map(|n| json!(n)),
+        1 => any::<i64>().prop_map(|n| json!(n)),
+        1 => prop_oneof![Just("add"), Just("delete"), Just("ADD"), Just("remove")].prop_map(|s| json!(s)),
+        1 => Just(Value::Null),
+        1 => json_value(),
+    ]
+}
+
+/// Objects built from the contract's field names (any case, with the seed's
+/// `operatorUser:`), most of them near-valid.
+fn near_message() -> impl Strategy<Value = Value> {
+    let names = prop::sample::select(vec![
+        "subId",
+        "sub_id",
+        "telX",
+        "telA",
+        "telB",
+        "platId",
+        "private_number",
+        "action",
+        "userid",
+        "userId",
+        "USERID",
+        "type",
+        "newPhone",
+        "oldPhone",
+        "operatorUser:",
+        "callId",
+        "call_id",
+        "callType",
+        "startTime",
+        "secret_no",
+        "peer_no",
+        "x",
+    ]);
+    prop::collection::vec((names, field_value()), 0..9).prop_map(|fields| {
+        let mut m = Map::new();
+        for (k, v) in fields {
+            m.insert(k.to_owned(), v);
+        }
+        Value::Object(m)
+    })
+}
+
+fn check(kind: QueueKind, body: &[u8]) -> Result<(), TestCaseError> {
+    match parse(kind, body, 64 * 1024) {
+        Err(HandlerError::Transient(e)) => {
+            Err(TestCaseError::fail(format!("transient parse error: {e}")))
+        }
+        Err(e @ HandlerError::Permanent { .. }) => {
+            let text = e.to_string();
+            // A full mobile number never appears in an error.
+            let digits: Vec<&str> = text
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|r| r.len() == 11 && r.starts_with('1'))
+                .collect();
+            prop_assert!(digits.is_empty(), "error shows a number: {text}");
+            Ok(())
+        }
+        Ok(job) => invariants(&job),
+    }
+}
+
+fn full(n: &str) -> bool {
+    phone::normalize(n).as_deref() == Ok(n)
+}
+
+fn invariants(job: &Job) -> Result<(), TestCaseError> {
+    match job {
+        Job::XbUnbind(m) => {
+            prop_assert!(full(&m.tel_x) && !m.sub_id.is_empty());
+        }
+        Job::Blacklist(m) => {
+            prop_assert!(full(&m.number) && m.user_id > 0 && m.list_type <= 1);
+        }
+        Job::PhoneChange(m) => {
+            prop_assert!(full(&m.new_phone) && m.user_id > 0);
+            prop_assert!(m.old_phone.as_deref().is_none_or(full));
+        }
+        Job::CallRecords(b) => {
+            prop_assert!(!b.0.is_empty());
+            for item in &b.0 {
+                if let Ok(r) = &item.record {
+                    prop_assert!(!r.sub_id.is_empty() && !r.call_id.is_empty());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn raw_bytes_never_panic_and_fail_permanently(kind in kinds(), body in prop::collection::vec(any::<u8>(), 0..200)) {
+        check(kind, &body)?;
+    }
+
+    #[test]
+    fn any_json_never_panics(kind in kinds(), value in json_value()) {
+        check(kind, value.to_string().as_bytes())?;
+    }
+
+    #[test]
+    fn near_valid_messages_parse_or_fail_permanently(kind in kinds(), value in near_message(), batch in 0usize..3) {
+        let body = if batch == 2 { Value::Array(vec![value.clone(), value]) } else { value };
+        check(kind, body.to_string().as_bytes())?;
+    }
+
+    #[test]
+    fn normalize_yields_full_numbers_only(raw in ".{0,30}") {
+        if let Ok(n) = phone::normalize(&raw) {
+            prop_assert!((5..=20).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()), "{n}");
+            prop_assert_eq!(phone::normalize(&n), Ok(n.clone()), "idempotent");
+        }
+    }
+
+    #[test]
+    fn every_written_form_of_a_mobile_number_normalizes_to_it(
+        m in "1[3-9][0-9]{9}",
+        prefix in prop_oneof![Just(""), Just("+86"), Just("0086"), Just("86"), Just("+86 ")],
+        sep in prop_oneof![Just(""), Just(" "), Just("-")],
+    ) {
+        let written = format!("{prefix}{}{sep}{}{sep}{}", &m[..3], &m[3..7], &m[7..]);
+        prop_assert_eq!(phone::normalize(&written), Ok(m));
+    }
+
+    #[test]
+    fn masks_never_show_the_middle(n in "[0-9]{8,20}") {
+        let shown = phone::mask(&n).to_string();
+        prop_assert_eq!(shown.len(), 11);
+        prop_assert!(shown.starts_with(&n[..3]) && shown.ends_with(&n[n.len() - 4..]));
+        let text = format!("x{}y", n);
+        prop_assert!(!phone::mask_digits_in(&text).contains(&n));
+    }
+}

@@ -1,0 +1,236 @@
+//! Hostile input: a table of malformed messages, each of which must end in
+//! its queue's dead-letter queue with the stated reason, the worker still
+//! ready afterwards (a panic would lose the message and fail the count).
+
+use std::collections::BTreeMap;
+
+use axn_worker::config::QueueKind;
+use serde_json::json;
+
+use crate::helpers::{header, spawn_app};
+
+fn cases() -> Vec<(QueueKind, Vec<u8>, &'static str)> {
+    use QueueKind::*;
+    let j = |v: serde_json::Value| v.to_string().into_bytes();
+    let xb = |sub: serde_json::Value, tel: serde_json::Value| {
+        j(json!({"subId": sub, "telX": tel, "platId": 3}))
+    };
+    let bl =
+        |n: serde_json::Value, a: serde_json::Value, u: serde_json::Value, t: serde_json::Value| {
+            j(json!({"private_number": n, "action": a, "userid": u, "type": t}))
+        };
+    let ok_n = json!("13470110001");
+    vec![
+        // Not a JSON object at all.
+        (XbUnbind, b"".to_vec(), "invalid_json"),
+        (XbUnbind, b"\xff".to_vec(), "not_utf8"),
+        (XbUnbind, b"\xc3\x28{}".to_vec(), "not_utf8"),
+        (XbUnbind, b"{\"subId\":".to_vec(), "invalid_json"),
+        (XbUnbind, b"{'subId': 1}".to_vec(), "invalid_json"),
+        (XbUnbind, b"null".to_vec(), "not_an_object"),
+        (XbUnbind, b"42".to_vec(), "not_an_object"),
+        (XbUnbind, b"\"text\"".to_vec(), "not_an_object"),
+        (XbUnbind, b"[]".to_vec(), "not_an_object"),
+        (XbUnbind, "[".repeat(300).into_bytes(), "invalid_json"),
+        (
+            XbUnbind,
+            format!("{}1{}", r#"{"a":"#.repeat(300), "}".repeat(300)).into_bytes(),
+            "invalid_json",
+        ),
+        (
+            XbUnbind,
+            j(json!({"subId": "1", "telX": "17111526089", "pad": "x".repeat(70_000)})),
+            "body_too_large",
+        ),
+        // Missing or wrong fields.
+        (XbUnbind, b"{}".to_vec(), "missing_field"),
+        (XbUnbind, j(json!({"subId": "1"})), "missing_field"),
+        (
+            XbUnbind,
+            xb(json!(null), json!("17111526089")),
+            "missing_field",
+        ),
+        (
+            XbUnbind,
+            xb(json!(""), json!("17111526089")),
+            "missing_field",
+        ),
+        (
+            XbUnbind,
+            xb(json!(true), json!("17111526089")),
+            "invalid_field",
+        ),
+        (
+            XbUnbind,
+            xb(json!(1.5), json!("17111526089")),
+            "invalid_field",
+        ),
+        (
+            XbUnbind,
+            xb(json!("x".repeat(200)), json!("17111526089")),
+            "invalid_field",
+        ),
+        (
+            XbUnbind,
+            xb(json!("a\u{0}b"), json!("17111526089")),
+            "invalid_field",
+        ),
+        (
+            XbUnbind,
+            xb(json!("1"), json!("1711152****")),
+            "invalid_number",
+        ),
+        (
+            XbUnbind,
+            xb(json!("1"), json!("1711152608a")),
+            "invalid_number",
+        ),
+        (
+            XbUnbind,
+            xb(json!("1"), json!("+4915112345678")),
+            "invalid_number",
+        ),
+        (XbUnbind, xb(json!("1"), json!(12)), "invalid_number"),
+        (
+            XbUnbind,
+            xb(json!("1"), json!(["17111526089"])),
+            "invalid_field",
+        ),
+        (
+            XbUnbind,
+            j(json!({"subId": "1", "telX": "17111526089", "platId": "abc"})),
+            "invalid_field",
+        ),
+        (
+            XbUnbind,
+            j(json!({"subId": "1", "telX": "17111526089", "platId": -1})),
+            "invalid_field",
+        ),
+        // Blacklist.
+        (
+            Blacklist,
+            bl(ok_n.clone(), json!("ADDX"), json!(1), json!(0)),
+            "unknown_action",
+        ),
+        (
+            Blacklist,
+            bl(ok_n.clone(), json!(null), json!(1), json!(0)),
+            "missing_field",
+        ),
+        (
+            Blacklist,
+            bl(ok_n.clone(), json!(1), json!(1), json!(0)),
+            "unknown_action",
+        ),
+        (
+            Blacklist,
+            bl(ok_n.clone(), json!("add"), json!(1), json!(2)),
+            "invalid_field",
+        ),
+        (
+            Blacklist,
+            bl(ok_n.clone(), json!("add"), json!(1), json!(-1)),
+            "invalid_field",
+        ),
+        (
+            Blacklist,
+            bl(ok_n.clone(), json!("add"), json!(-5), json!(0)),
+            "invalid_field",
+        ),
+        (
+            Blacklist,
+            bl(ok_n.clone(), json!("add"), json!("0"), json!(0)),
+            "invalid_field",
+        ),
+        (
+            Blacklist,
+            bl(ok_n.clone(), json!("add"), json!("12a"), json!(0)),
+            "invalid_field",
+        ),
+        (
+            Blacklist,
+            bl(ok_n.clone(), json!("add"), json!(1e3), json!(0)),
+            "invalid_field",
+        ),
+        (
+            Blacklist,
+            bl(json!(""), json!("add"), json!(1), json!(0)),
+            "invalid_number",
+        ),
+        (
+            Blacklist,
+            bl(json!("139****8888"), json!("add"), json!(1), json!(0)),
+            "invalid_number",
+        ),
+        // Phone change.
+        (
+            PhoneHistory,
+            j(json!({"userId": 1, "oldPhone": "13998765432"})),
+            "missing_field",
+        ),
+        (
+            PhoneHistory,
+            j(json!({"userId": 1, "newPhone": "138****5678"})),
+            "invalid_number",
+        ),
+        (
+            PhoneHistory,
+            j(json!({"userId": 1, "newPhone": "13812345678", "oldPhone": "phone"})),
+            "invalid_number",
+        ),
+        (
+            PhoneHistory,
+            j(json!({"userId": "-74705", "newPhone": "13812345678"})),
+            "invalid_field",
+        ),
+        (
+            PhoneHistory,
+            b"{\"userId\": 18446744073709551616, \"newPhone\": \"13812345678\"}".to_vec(),
+            "invalid_field",
+        ),
+        // Call records.
+        (CallRecord, b"[]".to_vec(), "empty_batch"),
+        (CallRecord, b"[1]".to_vec(), "not_an_object"),
+        (CallRecord, b"true".to_vec(), "not_an_object"),
+        (CallRecord, j(json!({"subId": "1"})), "missing_field"),
+        (CallRecord, j(json!({"callId": "x"})), "missing_field"),
+        (
+            CallRecord,
+            j(json!({"subId": {}, "callId": "x"})),
+            "invalid_field",
+        ),
+    ]
+}
+
+/// Every malformed message of the table is dead-lettered with its reason,
+/// none is retried or lost, and the worker stays ready.
+#[tokio::test]
+async fn malformed_messages_are_dead_lettered_with_their_reason() {
+    let cases = cases();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    let app = spawn_app().await;
+    let mut expected: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (kind, body, reason) in &cases {
+        app.publish(*kind, body).await;
+        expected.entry(kind.key()).or_default().push(reason);
+    }
+    for kind in QueueKind::ALL {
+        let want = expected.remove(kind.key()).unwrap_or_default();
+        let got = app.take_n(&app.dlq(kind), want.len()).await;
+        let mut got: Vec<String> = got
+            .iter()
+            .map(|d| header(d, "axn-reason").unwrap())
+            .collect();
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{kind}");
+        assert_eq!(
+            app.queue_len(&app.dlq(kind)).await,
+            0,
+            "{kind}: nothing more"
+        );
+    }
+    app.drained().await;
+    assert_eq!(app.get("/readyz").await.unwrap().0, 200, "still ready");
+}
