@@ -215,6 +215,21 @@ impl TestApp {
         );
     }
 
+    /// Publishes many messages to an input queue without waiting for each
+    /// confirm (then for all of them): a backlog in a fraction of a second.
+    pub async fn publish_many(&self, kind: QueueKind, bodies: &[Vec<u8>]) {
+        let ch = self.amqp.create_channel().await.unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        let queue = self.queue(kind);
+        for body in bodies {
+            let props = BasicProperties::default().with_delivery_mode(2);
+            let _ = ch.basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), body, props).await.unwrap();
+        }
+        let returned = ch.wait_for_confirms().await.unwrap();
+        assert!(returned.is_empty());
+        let _ = ch.close(200, "".into()).await;
+    }
+
     /// Messages now in `queue`.
     pub async fn queue_len(&self, queue: &str) -> u32 {
         let ch = self.amqp.create_channel().await.unwrap();
