@@ -343,7 +343,13 @@ async fn reference_state(n: usize) -> BTreeMap<String, String> {
 async fn kill_9_mid_stream_then_restart() {
     let n = 2000;
     let id = unique_id();
-    let settings = test_settings(&id);
+    let mut settings = test_settings(&id);
+    // A call record killed between its publish lease and its mark waits for
+    // the lease (= timeout_secs) to expire before it can publish again: keep
+    // it short here, with retries that outlast it.
+    settings.queues.call_record.timeout_secs = 2;
+    settings.queues.call_record.retry_delays_ms = vec![250];
+    settings.queues.call_record.max_attempts = 40;
     let app = TestApp::connect(id, settings.clone()).await.start().await;
     let stream = mixed_stream(&app, n, 1).await;
     let mut worker = WorkerProcess::start(&settings).await;

@@ -277,15 +277,19 @@ impl TestApp {
         out
     }
 
-    /// Waits until every input queue of the app is empty and nothing is
-    /// unacknowledged: all published messages have been settled.
+    /// Waits until every input queue and retry queue of the app is empty and
+    /// nothing is unacknowledged: all published messages have been settled.
     pub async fn drained(&self) {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let mut busy = false;
             for kind in QueueKind::ALL {
-                if self.queue_len(&self.queue(kind)).await > 0 {
-                    busy = true;
+                let q = self.settings.queues.get(kind);
+                let retry: Vec<String> = q.retry_delays_ms.iter().map(|d| q.retry_queue_name(*d)).collect();
+                for name in std::iter::once(q.name.clone()).chain(retry) {
+                    if self.queue_len(&name).await > 0 {
+                        busy = true;
+                    }
                 }
             }
             if !busy && self.unacked().await == 0 {
