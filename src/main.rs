@@ -71,6 +71,38 @@ enum Command {
     /// Call records that matched no XB binding (<call_record queue>.unattributed).
     #[command(subcommand)]
     Parked(ParkedCommand),
+    /// Measure the worker against the broker's own limit on this machine (see
+    /// docs/performance.md): drain rate vs a bare consumer, CPU per message,
+    /// peak memory; or, with --latency, publish-to-Redis latency at a fixed
+    /// rate. Uses its own queues (axn-bench.*) and keys, removed at the end.
+    /// Build with --release for meaningful figures.
+    Bench {
+        /// Messages to pre-load (throughput mode).
+        #[arg(long, short = 'n', default_value_t = 100_000)]
+        messages: usize,
+        /// Worker processes draining the same queues.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Override every queue's concurrency (= prefetch).
+        #[arg(long)]
+        prefetch: Option<u16>,
+        /// Measure latency at a fixed publish rate instead of throughput.
+        #[arg(long)]
+        latency: bool,
+        /// Only messages of this queue instead of the 40/30/20/10 mix
+        /// (call_record, xb_unbind, blacklist, phone_history).
+        #[arg(long, value_parser = parse_queue_key)]
+        only: Option<QueueKind>,
+        /// Messages per second in latency mode.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+        /// Seconds of publishing in latency mode.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Append the results to this file (default docs/performance.md; "-" for none).
+        #[arg(long, default_value = "docs/performance.md")]
+        append: PathBuf,
+    },
     /// Print the worker's queues as a RabbitMQ definitions file, for brokers
     /// whose topology SREs own (import it, then run with passive = true).
     Definitions {
@@ -209,6 +241,30 @@ fn real_main() -> anyhow::Result<()> {
                 &q.name,
                 limit.limit,
             ))
+        }
+        Command::Bench {
+            messages,
+            workers,
+            prefetch,
+            latency,
+            only,
+            rate,
+            duration,
+            append,
+        } => {
+            let opts = ops::bench::BenchOptions {
+                messages,
+                workers: workers.max(1),
+                prefetch,
+                latency,
+                only,
+                rate: rate.max(1),
+                duration: std::time::Duration::from_secs(duration.max(1)),
+                append_to: (append.as_os_str() != "-").then_some(append),
+                binary: std::env::current_exe().context("Failed to find the axn-worker binary")?,
+                config: cli.config.clone(),
+            };
+            runtime.block_on(ops::bench::run(&settings, &opts, &mut std::io::stdout()))
         }
         Command::Definitions { vhost } => {
             println!("{:#}", ops::definitions::definitions(&settings, &vhost));

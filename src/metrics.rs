@@ -67,6 +67,59 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
+/// One queue's metric handles, resolved once so the message path does no
+/// label hashing or locking (the handles share their values with the
+/// registry).
+#[derive(Clone)]
+pub struct QueueMetrics {
+    kind: QueueKind,
+    received: Counter,
+    acked: Counter,
+    requeued: Counter,
+    retried: Counter,
+    parked: Counter,
+    in_flight: Gauge,
+    publish_failures: Counter,
+    /// In the order of [`OUTCOMES`].
+    duration: [Histogram; 4],
+    /// For the rare dead-letter path, still by label lookup.
+    dead_lettered: Family<ReasonLabels, Counter>,
+}
+
+impl QueueMetrics {
+    pub fn received(&self) {
+        self.received.inc();
+        self.in_flight.inc();
+    }
+    /// The delivery is settled, acked (`true`) or requeued.
+    pub fn settled(&self, acked: bool) {
+        self.in_flight.dec();
+        if acked { &self.acked } else { &self.requeued }.inc();
+    }
+    pub fn retried(&self) {
+        self.retried.inc();
+    }
+    pub fn parked(&self) {
+        self.parked.inc();
+    }
+    pub fn publish_failed(&self) {
+        self.publish_failures.inc();
+    }
+    pub fn dead_lettered(&self, reason: &'static str) {
+        self.dead_lettered
+            .get_or_create(&ReasonLabels {
+                queue: self.kind.key(),
+                reason,
+            })
+            .inc();
+    }
+    /// `outcome` is one of [`OUTCOMES`].
+    pub fn handled(&self, outcome: &'static str, seconds: f64) {
+        let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.duration[i].observe(seconds);
+    }
+}
+
 /// The worker's metrics. One per application (tests run several).
 pub struct Metrics {
     registry: Registry,
@@ -224,6 +277,31 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The handles of one queue's metrics, for its message path.
+    pub fn queue(&self, kind: QueueKind) -> QueueMetrics {
+        let q = QueueLabel { queue: kind.key() };
+        let counter = |f: &Family<QueueLabel, Counter>| f.get_or_create(&q).clone();
+        QueueMetrics {
+            kind,
+            received: counter(&self.received),
+            acked: counter(&self.acked),
+            requeued: counter(&self.requeued),
+            retried: counter(&self.retried),
+            parked: counter(&self.parked),
+            publish_failures: counter(&self.publish_failures),
+            in_flight: self.in_flight.get_or_create(&q).clone(),
+            duration: OUTCOMES.map(|outcome| {
+                self.duration
+                    .get_or_create(&OutcomeLabels {
+                        queue: kind.key(),
+                        outcome,
+                    })
+                    .clone()
+            }),
+            dead_lettered: self.dead_lettered.clone(),
+        }
     }
 
     pub fn received(&self, kind: QueueKind) {

@@ -32,7 +32,7 @@ use crate::{
     config::{QueueKind, QueueSettings},
     handlers::{self, Ctx, HandlerError, Outcome, Part, Reason},
     health::Health,
-    metrics::Metrics,
+    metrics::QueueMetrics,
     phone::mask_digits_in,
 };
 
@@ -54,7 +54,7 @@ pub struct QueueRuntime {
     pub kind: QueueKind,
     pub settings: QueueSettings,
     pub sequencer: Arc<Sequencer>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: QueueMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +120,7 @@ pub async fn consume(
 }
 
 fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &TaskTracker) {
-    q.metrics.received(q.kind);
+    q.metrics.received();
     let attempt = failed_attempts(&delivery.properties) + 1;
     let span = tracing::info_span!(
         "message",
@@ -133,7 +133,7 @@ fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &Task
     match handlers::parse(q.kind, &delivery.data, q.settings.max_body_bytes) {
         Err(e) => {
             let publisher = ctx.publisher.clone();
-            q.metrics.handled(q.kind, "permanent", 0.0);
+            q.metrics.handled("permanent", 0.0);
             tracker.spawn(
                 async move {
                     settle(
@@ -163,11 +163,8 @@ fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &Task
                                 format!("handler timed out after {} s", timeout.as_secs()),
                             )))],
                         };
-                    q.metrics.handled(
-                        q.kind,
-                        outcome_label(&parts),
-                        started.elapsed().as_secs_f64(),
-                    );
+                    q.metrics
+                        .handled(outcome_label(&parts), started.elapsed().as_secs_f64());
                     settle(&q, &ctx.publisher, delivery, attempt, parts).await;
                     drop(turn);
                 }
@@ -202,7 +199,7 @@ pub async fn settle(
     attempt: u32,
     parts: Vec<Part>,
 ) {
-    let (q, kind, metrics) = (&rt.settings, rt.kind, &rt.metrics);
+    let (q, metrics) = (&rt.settings, &rt.metrics);
     let mut durable = true;
     for part in &parts {
         let body = part.body.as_deref().unwrap_or(&delivery.data);
@@ -212,7 +209,7 @@ pub async fn settle(
                 None
             }
             Outcome::Parked => {
-                metrics.parked(kind);
+                metrics.parked();
                 tracing::info!("call record matches no binding: parked");
                 Some((
                     q.unattributed_name(),
@@ -222,18 +219,18 @@ pub async fn settle(
                 ))
             }
             Outcome::Failed(HandlerError::Permanent { reason, detail }) => {
-                metrics.dead_lettered(kind, reason.as_str());
+                metrics.dead_lettered(reason.as_str());
                 tracing::warn!(reason = reason.as_str(), error = %mask_digits_in(detail), "permanent failure: dead-lettered");
                 Some((q.dlq_name(), reason.as_str(), detail.clone(), attempt))
             }
             Outcome::Failed(HandlerError::Transient(e)) if attempt < q.max_attempts => {
                 let to = q.retry_queue_after(attempt);
-                metrics.retried(kind);
+                metrics.retried();
                 tracing::warn!(error = %mask_digits_in(e), retry_queue = %to, "transient failure: retrying");
                 Some((to, "transient", e.clone(), attempt))
             }
             Outcome::Failed(HandlerError::Transient(e)) => {
-                metrics.dead_lettered(kind, Reason::RetriesExhausted.as_str());
+                metrics.dead_lettered(Reason::RetriesExhausted.as_str());
                 tracing::error!(error = %mask_digits_in(e), attempts = attempt, "transient failures exhausted the attempts: dead-lettered");
                 Some((
                     q.dlq_name(),
@@ -247,14 +244,14 @@ pub async fn settle(
             let props =
                 forwarded_properties(&delivery.properties, &q.name, reason, &error, attempts);
             if let Err(e) = publisher.publish("", &to, body, props).await {
-                metrics.publish_failed(kind);
+                metrics.publish_failed();
                 tracing::error!(error = %e, to = %to, "could not move the message: it goes back to its queue");
                 durable = false;
                 break;
             }
         }
     }
-    metrics.settled(kind, durable);
+    metrics.settled(durable);
     if durable {
         match delivery.acker.ack(BasicAckOptions::default()).await {
             Ok(true) => {}

@@ -61,6 +61,7 @@ pub struct Broker {
     tracker: TaskTracker,
     /// The AMQP connection_name.
     name: String,
+    metrics: Arc<Metrics>,
 }
 
 /// The name the connection shows in the broker's management tools:
@@ -107,7 +108,7 @@ impl Broker {
                     kind,
                     settings: settings.queues.get(kind).clone(),
                     sequencer: Default::default(),
-                    metrics: Arc::clone(&metrics),
+                    metrics: metrics.queue(kind),
                 })
             })
             .collect();
@@ -118,6 +119,7 @@ impl Broker {
             queues,
             tracker: TaskTracker::new(),
             name: connection_name(instance),
+            metrics,
         }
     }
 
@@ -205,7 +207,7 @@ impl Broker {
                 publisher,
                 settings: Arc::clone(&self.settings),
                 timeout: q.settings.timeout(),
-                metrics: Arc::clone(&q.metrics),
+                metrics: Arc::clone(&self.metrics),
             };
             consumers.spawn(consumer::consume(
                 Arc::clone(q),

@@ -63,7 +63,7 @@ pub fn parse(value: &Value) -> Result<BlacklistChange, HandlerError> {
     })
 }
 
-#[tracing::instrument(name = "blacklist", skip_all, fields(user_id = m.user_id, list_type = m.list_type, number = %phone::mask(&m.number), action = ?m.action))]
+#[tracing::instrument(name = "blacklist", level = "debug", skip_all, fields(user_id = m.user_id, list_type = m.list_type, number = %phone::mask(&m.number), action = ?m.action))]
 pub async fn apply(m: &BlacklistChange, ctx: &Ctx) -> Result<&'static str, HandlerError> {
     let changed = ctx
         .store

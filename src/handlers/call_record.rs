@@ -130,7 +130,7 @@ pub async fn apply(batch: Batch, ctx: &Ctx) -> Vec<Part> {
     parts
 }
 
-#[tracing::instrument(name = "call_record", skip_all, fields(call_id = %r.call_id, sub_id = %r.sub_id))]
+#[tracing::instrument(name = "call_record", level = "debug", skip_all, fields(call_id = %r.call_id, sub_id = %r.sub_id))]
 async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, HandlerError> {
     let token = claim_token();
     let binding = match ctx

@@ -29,7 +29,7 @@ pub fn parse(value: &Value) -> Result<PhoneChange, HandlerError> {
     })
 }
 
-#[tracing::instrument(name = "phone_history", skip_all, fields(user_id = m.user_id, new_phone = %phone::mask(&m.new_phone), operator = m.operator.as_deref()))]
+#[tracing::instrument(name = "phone_history", level = "debug", skip_all, fields(user_id = m.user_id, new_phone = %phone::mask(&m.new_phone), operator = m.operator.as_deref()))]
 pub async fn apply(m: &PhoneChange, ctx: &Ctx) -> Result<&'static str, HandlerError> {
     ctx.store
         .record_phone_change(

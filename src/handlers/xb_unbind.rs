@@ -32,7 +32,7 @@ pub fn parse(value: &Value) -> Result<XbUnbind, HandlerError> {
     })
 }
 
-#[tracing::instrument(name = "xb_unbind", skip_all, fields(sub_id = %m.sub_id, tel_x = %phone::mask(&m.tel_x)))]
+#[tracing::instrument(name = "xb_unbind", level = "debug", skip_all, fields(sub_id = %m.sub_id, tel_x = %phone::mask(&m.tel_x)))]
 pub async fn apply(m: &XbUnbind, ctx: &Ctx) -> Result<&'static str, HandlerError> {
     let retention = ctx.settings.redis.unbound_retention_secs;
     match ctx
@@ -46,6 +46,7 @@ pub async fn apply(m: &XbUnbind, ctx: &Ctx) -> Result<&'static str, HandlerError
             // Nothing to move: the binding is gone already (pruned, or never
             // written). The state the message asks for holds, so it is done.
             tracing::warn!(
+                sub_id = %m.sub_id,
                 "unbind of a binding that is in neither PrivateNumber_xb nor PrivateNumber_xb_unbound"
             );
             Ok("unknown_binding")

@@ -1,6 +1,7 @@
 //! Operator commands behind the CLI's subcommands other than `run`: small
 //! library functions, so the tests call the same code the binary does.
 
+pub mod bench;
 pub mod check_config;
 pub mod definitions;
 pub mod demo;

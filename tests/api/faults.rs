@@ -358,7 +358,12 @@ async fn kill_9_mid_stream_then_restart() {
     let mut app = app;
     app.stop().await.unwrap();
     for kind in QueueKind::ALL {
-        let bodies: Vec<Vec<u8>> = stream.messages.iter().filter(|(k, _)| *k == kind).map(|(_, b)| b.clone()).collect();
+        let bodies: Vec<Vec<u8>> = stream
+            .messages
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, b)| b.clone())
+            .collect();
         app.publish_many(kind, &bodies).await;
     }
     let key = app.key("PrivateNumber_black:60:0");

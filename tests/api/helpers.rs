@@ -223,7 +223,16 @@ impl TestApp {
         let queue = self.queue(kind);
         for body in bodies {
             let props = BasicProperties::default().with_delivery_mode(2);
-            let _ = ch.basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), body, props).await.unwrap();
+            let _ = ch
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await
+                .unwrap();
         }
         let returned = ch.wait_for_confirms().await.unwrap();
         assert!(returned.is_empty());
@@ -285,7 +294,11 @@ impl TestApp {
             let mut busy = false;
             for kind in QueueKind::ALL {
                 let q = self.settings.queues.get(kind);
-                let retry: Vec<String> = q.retry_delays_ms.iter().map(|d| q.retry_queue_name(*d)).collect();
+                let retry: Vec<String> = q
+                    .retry_delays_ms
+                    .iter()
+                    .map(|d| q.retry_queue_name(*d))
+                    .collect();
                 for name in std::iter::once(q.name.clone()).chain(retry) {
                     if self.queue_len(&name).await > 0 {
                         busy = true;

@@ -1,0 +1,718 @@
+//! `axn-worker bench`: the worker measured against the broker's own limit, on
+//! whatever machine it runs on, with the local RabbitMQ and Redis.
+//!
+//! Throughput mode: pre-loads N persistent messages (40 % call records that
+//! publish call-log events, 30 % XB unbinds, 20 % blacklist changes, 10 % phone
+//! changes; the bindings they refer to seeded in Redis) under names of its own,
+//! then starts K real worker processes (`axn-worker run`, default settings
+//! unless overridden) and times the drain from readiness to the last ack
+//! (read from the workers' `/metrics`). CPU time (user + system) and peak RSS
+//! come from the workers' own accounting in `/proc`. The same load, drained by
+//! a bare consumer that only acks (same prefetch per queue, acks from spawned
+//! tasks, same runtime flavour), gives the broker-bound rate the worker is
+//! compared with.
+//!
+//! Latency mode: publishes blacklist adds at a fixed rate and polls Redis for
+//! each one's effect; reports p50, p99 and max from publish to visible.
+//!
+//! Everything it creates (queues `axn-bench.*`, keys `axn-bench:*`) is removed
+//! at the end.
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use futures_util::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Connection,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        QueueDeleteOptions,
+    },
+    types::FieldTable,
+};
+use redis::AsyncCommands;
+use serde_json::json;
+
+use crate::{
+    broker::{self, topology},
+    config::{QueueKind, Settings},
+    store::Keys,
+};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub messages: usize,
+    pub workers: usize,
+    /// Overrides every queue's concurrency (= prefetch); None: config's.
+    pub prefetch: Option<u16>,
+    pub latency: bool,
+    /// Only this kind of message instead of the mix (which queue limits?).
+    pub only: Option<QueueKind>,
+    pub rate: u32,
+    pub duration: Duration,
+    /// Where to append the results (None: print only).
+    pub append_to: Option<PathBuf>,
+    /// The worker binary (normally this very executable).
+    pub binary: PathBuf,
+    pub config: PathBuf,
+}
+
+/// One throughput measurement.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    pub messages: usize,
+    pub seconds: f64,
+    pub cpu_seconds: f64,
+    pub peak_rss_kib: u64,
+}
+
+impl Throughput {
+    pub fn rate(&self) -> f64 {
+        self.messages as f64 / self.seconds
+    }
+    pub fn cpu_us_per_message(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.messages as f64
+    }
+}
+
+/// The bench's settings: `base` renamed under `axn-bench`, prefetch override.
+pub fn bench_settings(base: &Settings, prefetch: Option<u16>) -> Settings {
+    let mut s = base.clone();
+    for kind in QueueKind::ALL {
+        let q = s.queues.get_mut(kind);
+        q.name = format!("axn-bench.{}", q.name);
+        q.passive = false;
+        if let Some(p) = prefetch {
+            q.concurrency = p;
+        }
+    }
+    s.redis.key_prefix = "axn-bench:".into();
+    s.publish.call_log.exchange = String::new();
+    s.publish.call_log.routing_key = format!("axn-bench.{}", base.publish.call_log.routing_key);
+    s.publish.call_log.passive = false;
+    s
+}
+
+/// The mixed load: (queue, body) in a realistic proportion, and the bindings
+/// (subId -> JSON) it needs.
+pub fn workload(
+    n: usize,
+    tag: &str,
+    only: Option<QueueKind>,
+) -> (Vec<(QueueKind, Vec<u8>)>, Vec<(String, String)>) {
+    let mut messages = Vec::with_capacity(n);
+    let mut bindings = Vec::new();
+    let binding = |sub: &str, i: usize| {
+        json!({"subId": sub, "platId": 3, "userId": 50000 + i % 5000, "telX": "17111526089", "telB": "13700051234",
+               "mapClassId": 1, "mapId": 100000 + i, "contactMapClassId": 0, "contactId": 0,
+               "boundAt": 1763892000, "expiresAt": 1763892120})
+        .to_string()
+    };
+    let mut calls = 0usize;
+    for i in 0..n {
+        let slot = match only {
+            None => i % 10,
+            Some(QueueKind::CallRecord) => 0,
+            Some(QueueKind::XbUnbind) => 4,
+            Some(QueueKind::Blacklist) => 7,
+            Some(QueueKind::PhoneHistory) => 9,
+        };
+        let m = match slot {
+            0..=3 => {
+                // Call records share a pool of 1,000 live bindings.
+                let sub = format!("{tag}-cr-{}", calls % 1000);
+                if calls < 1000 {
+                    bindings.push((sub.clone(), binding(&sub, i)));
+                }
+                calls += 1;
+                (
+                    QueueKind::CallRecord,
+                    json!({"platId": 3, "subId": sub, "callId": format!("{tag}-call-{i}"), "telA": "1347011****", "telX": "17111526089", "telB": "1370005****", "callType": 0, "startTime": "2026-11-23 10:00:00", "releaseTime": "2026-11-23 10:03:12"}),
+                )
+            }
+            4..=6 => {
+                let sub = format!("{tag}-ub-{i}");
+                bindings.push((sub.clone(), binding(&sub, i)));
+                (
+                    QueueKind::XbUnbind,
+                    json!({"platId": 3, "telA": "1347011****", "telX": "17111526089", "telB": "1370005****", "subId": sub}),
+                )
+            }
+            7 | 8 => (
+                QueueKind::Blacklist,
+                json!({"platId": 3, "private_number": format!("134{:08}", i), "action": "add", "userid": 70000 + i % 1000, "type": i % 2}),
+            ),
+            _ => (
+                QueueKind::PhoneHistory,
+                json!({"userId": 80000 + i, "newPhone": format!("138{:08}", i), "oldPhone": format!("139{:08}", i), "operatorUser:": "51218"}),
+            ),
+        };
+        messages.push((m.0, m.1.to_string().into_bytes()));
+    }
+    (messages, bindings)
+}
+
+async fn publish_all(
+    channel: &Channel,
+    settings: &Settings,
+    messages: &[(QueueKind, Vec<u8>)],
+) -> anyhow::Result<()> {
+    for chunk in messages.chunks(2000) {
+        for (kind, body) in chunk {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into());
+            let _ = channel
+                .basic_publish(
+                    "".into(),
+                    settings.queues.get(*kind).name.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await?;
+        }
+        let returned = channel.wait_for_confirms().await?;
+        if !returned.is_empty() {
+            bail!("{} messages were returned by the broker", returned.len());
+        }
+    }
+    Ok(())
+}
+
+async fn seed(
+    redis: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+    bindings: &[(String, String)],
+) -> anyhow::Result<()> {
+    for chunk in bindings.chunks(1000) {
+        let _: () = redis.hset_multiple(keys.xb(), chunk).await?;
+    }
+    Ok(())
+}
+
+/// CPU seconds (user + system) and peak RSS (KiB) of a process, from /proc.
+pub fn process_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the ")" that closes the command name; utime and stime
+    // are fields 14 and 15 of the whole line.
+    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok((ticks / clock_ticks() as f64, hwm))
+}
+
+/// (user, system) CPU seconds of a process.
+fn user_sys(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let t = clock_ticks() as f64;
+    Some((
+        f.get(11)?.parse::<f64>().ok()? / t,
+        f.get(12)?.parse::<f64>().ok()? / t,
+    ))
+}
+
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// The worker processes under measurement.
+struct Workers {
+    children: Vec<(std::process::Child, u16)>,
+}
+
+impl Workers {
+    fn start(opts: &BenchOptions, settings: &Settings) -> anyhow::Result<Self> {
+        let mut children = Vec::new();
+        for _ in 0..opts.workers {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let mut cmd = std::process::Command::new(&opts.binary);
+            cmd.args(["run", "--config"]).arg(&opts.config);
+            for kind in QueueKind::ALL {
+                let q = settings.queues.get(kind);
+                let at = |f: &str| format!("AXN__QUEUES__{}__{f}", kind.key().to_uppercase());
+                cmd.env(at("NAME"), &q.name)
+                    .env(at("CONCURRENCY"), q.concurrency.to_string());
+            }
+            cmd.env("AXN__REDIS__KEY_PREFIX", &settings.redis.key_prefix)
+                .env(
+                    "AXN__PUBLISH__CALL_LOG__ROUTING_KEY",
+                    &settings.publish.call_log.routing_key,
+                )
+                .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            children.push((
+                cmd.spawn()
+                    .with_context(|| format!("Failed to start {}", opts.binary.display()))?,
+                port,
+            ));
+        }
+        Ok(Workers { children })
+    }
+
+    async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.ok()?;
+        let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+        Some((
+            status,
+            buf.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_owned())
+                .unwrap_or_default(),
+        ))
+    }
+
+    async fn all_ready(&self) -> bool {
+        for (_, port) in &self.children {
+            if Self::get(*port, "/readyz").await.map(|r| r.0) != Some(200) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Acknowledged deliveries across the workers.
+    async fn acked(&self) -> u64 {
+        let mut total = 0.0;
+        for (_, port) in &self.children {
+            if let Some((_, page)) = Self::get(*port, "/metrics").await {
+                total += page
+                    .lines()
+                    .filter(|l| l.starts_with("axn_messages_acked_total{"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>();
+            }
+        }
+        total as u64
+    }
+
+    fn usage(&self) -> (f64, u64) {
+        let mut cpu = 0.0;
+        let mut rss = 0;
+        for (c, _) in &self.children {
+            if let Ok((s, r)) = process_usage(c.id()) {
+                cpu += s;
+                rss = rss.max(r);
+            }
+        }
+        (cpu, rss)
+    }
+
+    fn stop(mut self) {
+        for (c, _) in &mut self.children {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        for (c, _) in &mut self.children {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Drains a pre-loaded copy of the load with the worker processes.
+async fn measure_worker(
+    opts: &BenchOptions,
+    settings: &Settings,
+    channel: &Channel,
+    redis: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<Throughput> {
+    let keys = Keys::new(settings.redis.key_prefix.clone());
+    let (messages, bindings) = workload(opts.messages, "w", opts.only);
+    seed(redis, &keys, &bindings).await?;
+    publish_all(channel, settings, &messages).await?;
+    let workers = Workers::start(opts, settings)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !workers.all_ready().await {
+        if Instant::now() > deadline {
+            workers.stop();
+            bail!("the worker processes did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let started = Instant::now();
+    let (cpu0, _) = workers.usage();
+    let split0 = workers
+        .children
+        .iter()
+        .filter_map(|(c, _)| user_sys(c.id()))
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let n = opts.messages as u64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while workers.acked().await < n {
+        if Instant::now() > deadline {
+            workers.stop();
+            bail!("the workers did not drain the load within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (cpu1, rss) = workers.usage();
+    let split1 = workers
+        .children
+        .iter()
+        .filter_map(|(c, _)| user_sys(c.id()))
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    eprintln!(
+        "worker CPU: user {:.1} µs/msg, system {:.1} µs/msg",
+        (split1.0 - split0.0) * 1e6 / n as f64,
+        (split1.1 - split0.1) * 1e6 / n as f64
+    );
+    workers.stop();
+    Ok(Throughput {
+        messages: opts.messages,
+        seconds,
+        cpu_seconds: cpu1 - cpu0,
+        peak_rss_kib: rss,
+    })
+}
+
+/// Drains a pre-loaded copy of the load with a consumer that only acks.
+async fn measure_bare(
+    settings: &Settings,
+    conn: &Connection,
+    channel: &Channel,
+    n: usize,
+    only: Option<QueueKind>,
+) -> anyhow::Result<Throughput> {
+    let (messages, _) = workload(n, "b", only);
+    publish_all(channel, settings, &messages).await?;
+    let acked = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut channels = Vec::new();
+    for kind in QueueKind::ALL {
+        let q = settings.queues.get(kind);
+        let ch = conn.create_channel().await?;
+        ch.basic_qos(q.concurrency, BasicQosOptions::default())
+            .await?;
+        let mut consumer = ch
+            .basic_consume(
+                q.name.as_str().into(),
+                "axn-bench-bare".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let acked = Arc::clone(&acked);
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = consumer.next().await {
+                let acked = Arc::clone(&acked);
+                tokio::spawn(async move {
+                    if d.acker.ack(BasicAckOptions::default()).await.is_ok() {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        channels.push(ch);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while acked.load(Ordering::Relaxed) < n as u64 {
+        if Instant::now() > deadline {
+            bail!("the bare consumer did not drain the load");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    for ch in channels {
+        let _ = ch.close(200, "bench".into()).await;
+    }
+    Ok(Throughput {
+        messages: n,
+        seconds,
+        cpu_seconds: 0.0,
+        peak_rss_kib: 0,
+    })
+}
+
+/// Publish-to-visible latency at a fixed rate, in milliseconds: (p50, p99, max, count).
+async fn measure_latency(
+    opts: &BenchOptions,
+    settings: &Settings,
+    redis: &mut redis::aio::MultiplexedConnection,
+    conn: &Connection,
+) -> anyhow::Result<(f64, f64, f64, usize)> {
+    let keys = Keys::new(settings.redis.key_prefix.clone());
+    let set = keys.black(99, 0);
+    let workers = Workers::start(opts, settings)?;
+    while !workers.all_ready().await {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let channel = conn.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+    let queue = settings.queues.blacklist.name.clone();
+    let total = (opts.rate as f64 * opts.duration.as_secs_f64()) as usize;
+    let sent: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+    let publisher = {
+        let sent = Arc::clone(&sent);
+        let rate = opts.rate;
+        tokio::spawn(async move {
+            let tick = Duration::from_millis(5);
+            let per_tick = (rate as f64 * tick.as_secs_f64()).max(1.0);
+            let start = Instant::now();
+            let mut i = 0usize;
+            while i < total {
+                let due = ((start.elapsed().as_secs_f64() / tick.as_secs_f64()).floor() as usize
+                    + 1)
+                    * per_tick as usize;
+                while i < due.min(total) {
+                    let member = format!("{:011}", i);
+                    let body =
+                        json!({"private_number": member, "action": "add", "userid": 99, "type": 0})
+                            .to_string();
+                    sent.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(member, Instant::now());
+                    let props = BasicProperties::default().with_delivery_mode(2);
+                    let _ = channel
+                        .basic_publish(
+                            "".into(),
+                            queue.as_str().into(),
+                            BasicPublishOptions::default(),
+                            body.as_bytes(),
+                            props,
+                        )
+                        .await;
+                    i += 1;
+                }
+                tokio::time::sleep(tick).await;
+            }
+            let _ = channel.wait_for_confirms().await;
+        })
+    };
+    let mut latencies = Vec::with_capacity(total);
+    let deadline = Instant::now() + opts.duration + Duration::from_secs(30);
+    while latencies.len() < total && Instant::now() < deadline {
+        let pending: Vec<(String, Instant)> = sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        if !pending.is_empty() {
+            let names: Vec<&str> = pending.iter().map(|(k, _)| k.as_str()).collect();
+            let found: Vec<bool> = redis::cmd("SMISMEMBER")
+                .arg(&set)
+                .arg(&names)
+                .query_async(redis)
+                .await?;
+            let now = Instant::now();
+            let mut map = sent.lock().unwrap_or_else(|p| p.into_inner());
+            for ((member, at), hit) in pending.iter().zip(found) {
+                if hit {
+                    latencies.push(now.duration_since(*at).as_secs_f64() * 1000.0);
+                    map.remove(member);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let _ = publisher.await;
+    workers.stop();
+    if latencies.len() < total {
+        bail!(
+            "only {} of {total} messages became visible",
+            latencies.len()
+        );
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    Ok((
+        pct(0.50),
+        pct(0.99),
+        *latencies.last().unwrap_or(&0.0),
+        latencies.len(),
+    ))
+}
+
+/// Deletes everything the bench created.
+async fn cleanup(
+    settings: &Settings,
+    conn: &Connection,
+    redis: &mut redis::aio::MultiplexedConnection,
+) {
+    if let Ok(ch) = conn.create_channel().await {
+        for spec in topology::specs(settings) {
+            let _ = ch
+                .queue_delete(spec.name.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    let prefix = settings.redis.key_prefix.clone();
+    let mut keys: Vec<String> = Vec::new();
+    if let Ok(mut it) = redis.scan_match::<_, String>(format!("{prefix}*")).await {
+        while let Some(k) = it.next().await {
+            if let Ok(k) = k {
+                keys.push(k);
+            }
+        }
+    }
+    for chunk in keys.chunks(1000) {
+        let _: Result<(), _> = redis.del(chunk).await;
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}")
+}
+
+/// Runs the benchmark and writes its report to `out` (and the file).
+pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> anyhow::Result<()> {
+    let settings = bench_settings(base, opts.prefetch);
+    let conn = broker::connect(&settings, &broker::connection_name(Some("bench"))).await?;
+    let mut redis = redis::Client::open(settings.redis.url.expose())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let redis_version: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async::<String>(&mut redis)
+        .await?
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:").map(str::to_owned))
+        .unwrap_or_default();
+    cleanup(&settings, &conn, &mut redis).await;
+    topology::declare(&conn, &settings).await?;
+    let channel = conn.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+
+    let prefetch = opts
+        .prefetch
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "config (10/10/5/10)".into());
+    let mut report = String::new();
+    let result: anyhow::Result<()> = async {
+        if opts.latency {
+            let (p50, p99, max, n) = measure_latency(opts, &settings, &mut redis, &conn).await?;
+            report += &format!(
+                "| latency | {} worker(s), prefetch {prefetch} | {} msg/s for {} s ({n} messages) | p50 {p50:.2} ms | p99 {p99:.2} ms | max {max:.2} ms |\n",
+                opts.workers,
+                opts.rate,
+                opts.duration.as_secs()
+            );
+        } else {
+            let worker = measure_worker(opts, &settings, &channel, &mut redis).await?;
+            cleanup(&settings, &conn, &mut redis).await;
+            topology::declare(&conn, &settings).await?;
+            let bare = measure_bare(&settings, &conn, &channel, opts.messages, opts.only).await?;
+            report += &format!(
+                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}) | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
+                opts.workers,
+                opts.messages,
+                opts.only.map_or("40/30/20/10 mix", |k| k.key()),
+                worker.rate(),
+                bare.rate(),
+                worker.rate() / bare.rate(),
+                worker.cpu_us_per_message(),
+                worker.peak_rss_kib as f64 / 1024.0
+            );
+        }
+        Ok(())
+    }
+    .await;
+    cleanup(&settings, &conn, &mut redis).await;
+    let _ = conn.close(200, "bench done".into()).await;
+    result?;
+
+    let header = format!(
+        "\n### {} — {} — axn-worker {} (release: {}), Redis {redis_version}\n\n| mode | setup | load | result | | |\n|---|---|---|---|---|---|\n",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        machine(),
+        env!("CARGO_PKG_VERSION"),
+        !cfg!(debug_assertions),
+    );
+    write!(out, "{header}{report}")?;
+    if let Some(path) = &opts.append_to {
+        append(path, &format!("{header}{report}"))?;
+    }
+    Ok(())
+}
+
+fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("Failed to open {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_has_the_mix_and_its_bindings() {
+        let (m, b) = workload(1000, "t", None);
+        let count = |k: QueueKind| m.iter().filter(|(q, _)| *q == k).count();
+        assert_eq!(
+            (
+                count(QueueKind::CallRecord),
+                count(QueueKind::XbUnbind),
+                count(QueueKind::Blacklist),
+                count(QueueKind::PhoneHistory)
+            ),
+            (400, 300, 200, 100)
+        );
+        let subs: std::collections::HashSet<&str> = b.iter().map(|(s, _)| s.as_str()).collect();
+        for (k, body) in &m {
+            if matches!(k, QueueKind::CallRecord | QueueKind::XbUnbind) {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                assert!(subs.contains(v["subId"].as_str().unwrap()), "{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn own_process_usage_is_readable() {
+        let (cpu, rss) = process_usage(std::process::id()).unwrap();
+        assert!(cpu >= 0.0 && rss > 0);
+    }
+}
