@@ -103,13 +103,16 @@ pub fn bench_settings(base: &Settings, prefetch: Option<u16>) -> Settings {
     s
 }
 
+/// Messages (queue, body) and the bindings (subId, JSON) they need.
+pub type Load = (Vec<(QueueKind, Vec<u8>)>, Vec<(String, String)>);
+
 /// The mixed load: (queue, body) in a realistic proportion, and the bindings
 /// (subId -> JSON) it needs.
 pub fn workload(
     n: usize,
     tag: &str,
     only: Option<QueueKind>,
-) -> (Vec<(QueueKind, Vec<u8>)>, Vec<(String, String)>) {
+) -> Load {
     let mut messages = Vec::with_capacity(n);
     let mut bindings = Vec::new();
     let binding = |sub: &str, i: usize| {
@@ -172,7 +175,8 @@ async fn publish_all(
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into());
-            let _ = channel
+            // Confirms are awaited for the whole chunk below.
+            let _unawaited_confirm = channel
                 .basic_publish(
                     "".into(),
                     settings.queues.get(*kind).name.as_str().into(),

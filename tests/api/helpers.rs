@@ -223,8 +223,7 @@ impl TestApp {
         let queue = self.queue(kind);
         for body in bodies {
             let props = BasicProperties::default().with_delivery_mode(2);
-            let _ = ch
-                .basic_publish(
+            let _unawaited_confirm = ch.basic_publish(
                     "".into(),
                     queue.as_str().into(),
                     BasicPublishOptions::default(),
