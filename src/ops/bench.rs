@@ -108,11 +108,7 @@ pub type Load = (Vec<(QueueKind, Vec<u8>)>, Vec<(String, String)>);
 
 /// The mixed load: (queue, body) in a realistic proportion, and the bindings
 /// (subId -> JSON) it needs.
-pub fn workload(
-    n: usize,
-    tag: &str,
-    only: Option<QueueKind>,
-) -> Load {
+pub fn workload(n: usize, tag: &str, only: Option<QueueKind>) -> Load {
     let mut messages = Vec::with_capacity(n);
     let mut bindings = Vec::new();
     let binding = |sub: &str, i: usize| {

@@ -22,7 +22,7 @@ use crate::{
     helpers::{
         DEADLINE, TestApp, WorkerProcess, spawn_app, spawn_app_with, test_settings, unique_id,
     },
-    lifecycle::spare_port,
+    lifecycle::{own_is_member, spare_port},
 };
 
 fn figures(
@@ -124,42 +124,22 @@ async fn broker_closes_the_connection_mid_stream() {
     );
 }
 
-/// A redis-server of the test's own, with an fsync-always AOF so a kill -9
-/// loses no acknowledged write.
+/// A redis-server of the test's own, with an fsync-always AOF in `dir` so a
+/// kill -9 loses no acknowledged write.
 async fn durable_redis(port: u16, dir: &std::path::Path) -> tokio::process::Child {
-    let child = tokio::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
+    let dir = dir.to_str().unwrap();
+    crate::lifecycle::own_redis_with(
+        port,
+        &[
             "--appendonly",
             "yes",
             "--appendfsync",
             "always",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server is installed");
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Ok(mut c) = client.get_multiplexed_async_connection().await
-            && redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await
-                .is_ok()
-        {
-            return child;
-        }
-        assert!(Instant::now() < deadline, "own redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            "--dir",
+            dir,
+        ],
+    )
+    .await
 }
 
 /// Redis is killed during a stream of 2,000 messages and comes back 3 s
@@ -641,17 +621,8 @@ async fn timed_out_handler_is_retried_and_blocks_nothing() {
     app.publish(QueueKind::Blacklist, &add(71, 2)).await;
     let key71 = app.key("PrivateNumber_black:71:0");
     let key70 = app.key("PrivateNumber_black:70:0");
-    app.eventually("the other message applied", || {
-        let own = own.clone();
-        let k = key71.clone();
-        async move {
-            own.get_multiplexed_async_connection()
-                .await
-                .unwrap()
-                .sismember::<_, _, bool>(k, "13000000002")
-                .await
-                .unwrap_or(false)
-        }
+    app.eventually("the other message applied", || async {
+        own_is_member(&own, &key71, "13000000002").await == Some(true)
     })
     .await;
     let other_done = slow_at.elapsed();
@@ -668,17 +639,8 @@ async fn timed_out_handler_is_retried_and_blocks_nothing() {
         1.0,
         "timed out once"
     );
-    app.eventually("the slow message applied on retry", || {
-        let own = own.clone();
-        let k = key70.clone();
-        async move {
-            own.get_multiplexed_async_connection()
-                .await
-                .unwrap()
-                .sismember::<_, _, bool>(k, "13000000001")
-                .await
-                .unwrap_or(false)
-        }
+    app.eventually("the slow message applied on retry", || async {
+        own_is_member(&own, &key70, "13000000001").await == Some(true)
     })
     .await;
     assert_eq!(app.queue_len(&app.dlq(QueueKind::Blacklist)).await, 0);

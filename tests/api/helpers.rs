@@ -223,7 +223,8 @@ impl TestApp {
         let queue = self.queue(kind);
         for body in bodies {
             let props = BasicProperties::default().with_delivery_mode(2);
-            let _unawaited_confirm = ch.basic_publish(
+            let _unawaited_confirm = ch
+                .basic_publish(
                     "".into(),
                     queue.as_str().into(),
                     BasicPublishOptions::default(),

@@ -326,6 +326,12 @@ pub fn spare_port() -> u16 {
 
 /// A throwaway redis-server on `port`, killed when dropped.
 pub async fn own_redis(port: u16) -> tokio::process::Child {
+    own_redis_with(port, &["--appendonly", "no"]).await
+}
+
+/// A redis-server of the test's own on `port` with `extra` arguments, ready
+/// to answer; killed when dropped.
+pub async fn own_redis_with(port: u16, extra: &[&str]) -> tokio::process::Child {
     let child = tokio::process::Command::new("redis-server")
         .args([
             "--port",
@@ -334,28 +340,38 @@ pub async fn own_redis(port: u16) -> tokio::process::Child {
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
         ])
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("redis-server is installed");
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
     let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        if let Ok(mut c) = client.get_multiplexed_async_connection().await
-            && redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await
-                .is_ok()
-        {
-            return child;
-        }
+    while !answers(&client).await {
         assert!(
             std::time::Instant::now() < deadline,
             "own redis-server did not start"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    child
+}
+
+/// Whether `member` is in the set `key` of the Redis at `client`; None
+/// while that Redis does not answer.
+pub async fn own_is_member(client: &redis::Client, key: &str, member: &str) -> Option<bool> {
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    c.sismember(key, member).await.ok()
+}
+
+/// True once the Redis at `client` answers PING.
+async fn answers(client: &redis::Client) -> bool {
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut c)
+        .await
+        .is_ok()
 }
