@@ -60,7 +60,8 @@ impl std::fmt::Display for Entry {
     }
 }
 
-fn header(props: &BasicProperties, name: &str) -> Option<String> {
+/// A header's value as text (strings as they are, numbers in decimal).
+pub fn header(props: &BasicProperties, name: &str) -> Option<String> {
     match props.headers().as_ref()?.inner().get(name)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),

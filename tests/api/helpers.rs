@@ -19,8 +19,7 @@ use axn_worker::{
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
     message::Delivery,
-    options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions},
-    types::{AMQPValue, FieldTable},
+    options::{BasicGetOptions, BasicPublishOptions, QueueDeleteOptions},
 };
 use redis::AsyncCommands;
 use tokio::{io::AsyncReadExt, io::AsyncWriteExt, net::TcpListener, task::JoinHandle};
@@ -242,19 +241,11 @@ impl TestApp {
     /// Messages now in `queue`.
     pub async fn queue_len(&self, queue: &str) -> u32 {
         let ch = self.amqp.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+        let n = axn_worker::ops::dlq::depth(&ch, queue)
             .await
-            .unwrap_or_else(|e| panic!("queue {queue} exists: {e}"));
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let _ = ch.close(200, "".into()).await;
-        q.message_count()
+        n
     }
 
     /// Takes the next message off `queue`, waiting up to the deadline.
@@ -575,12 +566,7 @@ pub async fn post(
 
 /// A header of a delivery, as text.
 pub fn header(d: &Delivery, name: &str) -> Option<String> {
-    let h = d.properties.headers().as_ref()?;
-    match h.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::LongLongInt(n) => Some(n.to_string()),
-        other => Some(format!("{other:?}")),
-    }
+    axn_worker::ops::dlq::header(&d.properties, name)
 }
 
 impl Drop for TestApp {
