@@ -8,6 +8,7 @@ use std::{
 
 use axn_worker::config::{QueueKind, Settings};
 use redis::AsyncCommands;
+
 use tokio::io::AsyncWriteExt;
 
 use crate::{
@@ -129,4 +130,106 @@ async fn run_exits_zero_on_sigterm() {
         .expect("exits in time")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// With `[log] format = "json"` every log line is a JSON object, and across
+/// messages full of phone numbers (applied, dead-lettered, retried), at debug
+/// level for the worker, no full number appears in any line.
+#[tokio::test]
+async fn logs_are_json_and_never_show_a_full_number() {
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    settings.queues.blacklist.max_attempts = 2;
+    let app = TestApp::connect(id, settings.clone()).await;
+    let log = std::env::temp_dir().join(format!("{}-log.jsonl", app.id));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut worker = tokio::process::Command::new(BIN)
+        .args(["run", "--config", CONFIG])
+        .envs(env_for(&settings))
+        .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("AXN__LOG__FORMAT", "json")
+        .env("RUST_LOG", "info,axn_worker=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    // Ready once every queue's consumer has logged "consuming".
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("\"consuming\"")
+        .count()
+        < 4
+    {
+        assert!(Instant::now() < deadline, "the worker did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.put_binding("1000039976446302", 51218, 1).await;
+    let _: () = app
+        .redis
+        .clone()
+        .set(app.key("PrivateNumber_black:9:0"), "wrong type")
+        .await
+        .unwrap();
+    let numbers = [
+        "17111526089",
+        "13470110001",
+        "13812345678",
+        "13998765432",
+        "13700051234",
+    ];
+    for (kind, body) in [
+        (QueueKind::XbUnbind, r#"{"subId":"1000039976446302","telX":"17111526089","telA":"13470110001","telB":"13700051234"}"#.to_owned()),
+        (QueueKind::XbUnbind, r#"{"subId":"nope","telX":"17111526089x"}"#.to_owned()),
+        (QueueKind::Blacklist, r#"{"private_number":"13470110001","action":"add","userid":1,"type":0}"#.to_owned()),
+        (QueueKind::Blacklist, r#"{"private_number":"13470110001","action":"13470110001","userid":1,"type":0}"#.to_owned()),
+        (QueueKind::Blacklist, r#"{"private_number":"13470110001","action":"add","userid":9,"type":0}"#.to_owned()),
+        (QueueKind::PhoneHistory, r#"{"userId":1,"newPhone":"13812345678","oldPhone":"13998765432"}"#.to_owned()),
+        (QueueKind::CallRecord, r#"{"subId":"none","callId":"c1","telA":"13470110001"}"#.to_owned()),
+    ] {
+        app.publish(kind, body.as_bytes()).await;
+    }
+    app.eventually("the retried one is dead-lettered", || async {
+        app.queue_len(&app.dlq(QueueKind::Blacklist)).await == 2
+    })
+    .await;
+    app.drained().await;
+    let pid = worker.id().unwrap().to_string();
+    assert!(
+        tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+    assert_eq!(worker.wait().await.unwrap().code(), Some(0));
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 10, "{text}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        for n in numbers {
+            assert!(!line.contains(n), "full number {n} in a log line: {line}");
+        }
+    }
+    for expected in [
+        "permanent failure: dead-lettered",
+        "transient failure: retrying",
+        "parked",
+    ] {
+        assert!(text.contains(expected), "{expected} logged");
+    }
 }
