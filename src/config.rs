@@ -54,8 +54,8 @@ pub struct AmqpSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// May hold a password: never printed.
-    pub url: Secret,
+    /// One URL, or a list of cluster node URLs. May hold a password: never printed.
+    pub url: RedisUrl,
     pub key_prefix: String,
     pub connect_timeout_ms: u64,
     pub response_timeout_ms: u64,
@@ -160,6 +160,39 @@ pub struct MappingSettings {
     pub password: Secret,
     pub max_batch: usize,
     pub max_body_bytes: usize,
+}
+
+/// `[redis] url`: one Redis, or the seed nodes of a Redis Cluster.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum RedisUrl {
+    Single(Secret),
+    Cluster(Vec<Secret>),
+}
+
+impl RedisUrl {
+    pub fn single(url: impl Into<String>) -> Self {
+        RedisUrl::Single(Secret::new(url))
+    }
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisUrl::Cluster(_))
+    }
+    pub fn urls(&self) -> Vec<&str> {
+        match self {
+            RedisUrl::Single(u) => vec![u.expose()],
+            RedisUrl::Cluster(us) => us.iter().map(Secret::expose).collect(),
+        }
+    }
+    /// The URL of a single Redis, or an error saying a tool needs one.
+    pub fn single_url(&self) -> Result<&str, ConfigError> {
+        match self {
+            RedisUrl::Single(u) => Ok(u.expose()),
+            RedisUrl::Cluster(_) => Err(ConfigError::Invalid(
+                "this command needs a single Redis ([redis] url = \"redis://...\"), not a cluster"
+                    .into(),
+            )),
+        }
+    }
 }
 
 /// A string that must never reach a log or a printed config: its `Debug` and
@@ -290,10 +323,13 @@ impl Settings {
         {
             return bad("amqp.url must start with amqp:// or amqps://".into());
         }
-        if !self.redis.url.expose().starts_with("redis://")
-            && !self.redis.url.expose().starts_with("rediss://")
+        let urls = self.redis.url.urls();
+        if urls.is_empty()
+            || urls
+                .iter()
+                .any(|u| !u.starts_with("redis://") && !u.starts_with("rediss://"))
         {
-            return bad("redis.url must start with redis:// or rediss://".into());
+            return bad("redis.url must be a redis:// or rediss:// URL, or a non-empty list of them (cluster nodes)".into());
         }
         if self.redis.response_timeout_ms == 0 || self.redis.connect_timeout_ms == 0 {
             return bad(
@@ -442,6 +478,28 @@ mod tests {
         });
         let err = Settings::load(Path::new("/nonexistent/axn.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Missing(_)));
+    }
+
+    #[test]
+    fn redis_url_is_one_url_or_a_list_of_cluster_nodes() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[redis]\nurl = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\n",
+            )?;
+            let s = Settings::load(Path::new("c.toml")).expect("loads");
+            assert!(s.redis.url.is_cluster());
+            assert_eq!(
+                s.redis.url.urls(),
+                ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+            );
+            jail.create_file("bad.toml", "[redis]\nurl = []\n")?;
+            assert!(Settings::load(Path::new("bad.toml")).is_err());
+            jail.set_env("AXN__REDIS__URL", "redis://:pw@single:6379/0");
+            let s = Settings::load(Path::new("c.toml")).expect("loads");
+            assert_eq!(s.redis.url, RedisUrl::single("redis://:pw@single:6379/0"));
+            Ok(())
+        });
     }
 
     #[test]

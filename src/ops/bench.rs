@@ -607,7 +607,7 @@ fn machine() -> String {
 pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> anyhow::Result<()> {
     let settings = bench_settings(base, opts.prefetch);
     let conn = broker::connect(&settings, &broker::connection_name(Some("bench"))).await?;
-    let mut redis = redis::Client::open(settings.redis.url.expose())?
+    let mut redis = redis::Client::open(settings.redis.url.single_url()?)?
         .get_multiplexed_async_connection()
         .await?;
     let redis_version: String = redis::cmd("INFO")

@@ -67,7 +67,7 @@ pub async fn run(base: &Settings, out: &mut dyn Write, keep: bool) -> anyhow::Re
             async move { Ok(ready) }
         })
         .await?;
-        let mut redis = redis::Client::open(settings.redis.url.expose())?.get_multiplexed_async_connection().await?;
+        let mut redis = redis::Client::open(settings.redis.url.single_url()?)?.get_multiplexed_async_connection().await?;
         let conn = broker::connect(&settings, &broker::connection_name(Some("demo-client"))).await?;
         let channel = conn.create_channel().await?;
         let publisher = Publisher::new(conn.create_channel().await?).await?;
@@ -220,7 +220,8 @@ async fn cleanup(settings: &Settings) {
         let _ = conn.close(200, "demo cleanup".into()).await;
     }
     let keys = Keys::new(settings.redis.key_prefix.clone());
-    if let Ok(client) = redis::Client::open(settings.redis.url.expose())
+    if let Ok(url) = settings.redis.url.single_url()
+        && let Ok(client) = redis::Client::open(url)
         && let Ok(mut c) = client.get_multiplexed_async_connection().await
     {
         let names = [

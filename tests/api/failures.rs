@@ -141,7 +141,7 @@ async fn handler_timeout_is_a_transient_failure() {
     let port = crate::lifecycle::spare_port();
     let _redis = crate::lifecycle::own_redis(port).await;
     let app = crate::helpers::spawn_app_with(|s| {
-        s.redis.url = axn_worker::config::Secret::new(format!("redis://127.0.0.1:{port}/0"));
+        s.redis.url = axn_worker::config::RedisUrl::single(format!("redis://127.0.0.1:{port}/0"));
         s.queues.blacklist.timeout_secs = 1;
         s.queues.blacklist.max_attempts = 2;
     })

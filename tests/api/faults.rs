@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axn_worker::config::{QueueKind, Secret};
+use axn_worker::config::QueueKind;
 use lapin::{
     options::QueueDeclareOptions,
     types::{AMQPValue, FieldTable},
@@ -153,7 +153,7 @@ async fn redis_dies_for_seconds_mid_stream() {
     let mut redis_server = durable_redis(port, &dir).await;
     let url = format!("redis://127.0.0.1:{port}/0");
     let app = spawn_app_with(|s| {
-        s.redis.url = Secret::new(url.clone());
+        s.redis.url = axn_worker::config::RedisUrl::single(url.clone());
         s.queues.blacklist.retry_delays_ms = vec![200, 500, 1000];
         s.queues.blacklist.max_attempts = 30;
     })
@@ -594,7 +594,7 @@ async fn timed_out_handler_is_retried_and_blocks_nothing() {
     let _redis = crate::lifecycle::own_redis(port).await;
     let url = format!("redis://127.0.0.1:{port}/0");
     let app = spawn_app_with(|s| {
-        s.redis.url = Secret::new(url.clone());
+        s.redis.url = axn_worker::config::RedisUrl::single(url.clone());
         s.queues.blacklist.timeout_secs = 1;
         s.queues.blacklist.retry_delays_ms = vec![4000];
         s.queues.blacklist.max_attempts = 5;

@@ -428,7 +428,11 @@ pub fn env_for(s: &Settings) -> Vec<(String, String)> {
         env.push((at("CONCURRENCY"), q.concurrency.to_string()));
     }
     env.push(("AXN__REDIS__KEY_PREFIX".into(), s.redis.key_prefix.clone()));
-    env.push(("AXN__REDIS__URL".into(), s.redis.url.expose().to_owned()));
+    let url = match &s.redis.url {
+        axn_worker::config::RedisUrl::Single(u) => u.expose().to_owned(),
+        axn_worker::config::RedisUrl::Cluster(_) => format!("{:?}", s.redis.url.urls()),
+    };
+    env.push(("AXN__REDIS__URL".into(), url));
     env.push((
         "AXN__PUBLISH__CALL_LOG__ROUTING_KEY".into(),
         s.publish.call_log.routing_key.clone(),

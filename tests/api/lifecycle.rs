@@ -253,7 +253,7 @@ async fn survives_redis_going_away() {
     let port = spare_port();
     let mut redis = own_redis(port).await;
     let app = spawn_app_with(|s| {
-        s.redis.url = axn_worker::config::Secret::new(format!("redis://127.0.0.1:{port}/0"));
+        s.redis.url = axn_worker::config::RedisUrl::single(format!("redis://127.0.0.1:{port}/0"));
         s.queues.blacklist.retry_delays_ms = vec![300];
         s.queues.blacklist.max_attempts = 100;
     })

@@ -6,6 +6,7 @@
 mod blacklist;
 mod call_record;
 mod cli;
+mod cluster;
 mod deploy;
 mod failures;
 mod faults;

@@ -251,7 +251,7 @@ async fn a_batch_is_one_redis_round_trip() {
     let _redis = crate::lifecycle::own_redis(port).await;
     let app = spawn_app_with(|s| {
         s.mapping.password = Secret::new(PASS);
-        s.redis.url = Secret::new(format!("redis://127.0.0.1:{port}/0"));
+        s.redis.url = axn_worker::config::RedisUrl::single(format!("redis://127.0.0.1:{port}/0"));
     })
     .await;
     map(&app, "PhoneToUID", &["13000000000"]).await; // loads the script
