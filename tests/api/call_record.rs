@@ -204,3 +204,83 @@ async fn aliyun_batch_is_handled_record_by_record() {
         json!({"sub_id": "a1"})
     );
 }
+
+/// Through a configured exchange: the event follows the exchange's binding;
+/// with no binding for the routing key the publish is returned, counted as
+/// a failure, and the record retried (never acked as if it were published).
+#[tokio::test]
+async fn events_go_through_a_configured_exchange() {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let id = crate::helpers::unique_id();
+    let exchange = format!("{id}.calllog.x");
+    let mut settings = crate::helpers::test_settings(&id);
+    settings.publish.call_log.exchange = exchange.clone();
+    settings.publish.call_log.routing_key = "call-log".into();
+    settings.queues.call_record.retry_delays_ms = vec![100];
+    settings.queues.call_record.max_attempts = 100;
+    let app = crate::helpers::TestApp::connect(id.clone(), settings).await;
+    let ch = &app.channel;
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        lapin::ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let bound = format!("{id}.calllog.bound");
+    ch.queue_declare(
+        bound.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let app = app.start().await;
+    app.put_binding("ex1", 5, 6).await;
+    // Not bound yet: returned as unroutable, so retried, not acked.
+    app.publish(
+        QueueKind::CallRecord,
+        br#"{"subId":"ex1","callId":"ex-call"}"#,
+    )
+    .await;
+    app.eventually("refused and retried", || async {
+        let page = app.get("/metrics").await.unwrap().1;
+        crate::operate::metric(&page, r#"axn_messages_retried_total{queue="call_record"}"#) >= 2.0
+    })
+    .await;
+    app.channel
+        .queue_bind(
+            bound.as_str().into(),
+            exchange.as_str().into(),
+            "call-log".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let event = app.take(&bound).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&event.data).unwrap(),
+        json!({"user": 5, "houseid": 6})
+    );
+    assert_eq!(
+        event.properties.message_id().as_ref().map(|s| s.as_str()),
+        Some("ex-call")
+    );
+    app.drained().await;
+    assert_eq!(app.queue_len(&bound).await, 0, "published once");
+    assert_eq!(app.queue_len(&app.dlq(QueueKind::CallRecord)).await, 0);
+    let _ = app
+        .channel
+        .queue_delete(bound.as_str().into(), Default::default())
+        .await;
+    let _ = app
+        .channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+}
