@@ -80,6 +80,10 @@ enum Command {
         /// Messages to pre-load (throughput mode).
         #[arg(long, short = 'n', default_value_t = 100_000)]
         messages: usize,
+        /// Throughput runs (worker and bare consumer alternating) whose
+        /// medians are reported; this machine's rates vary between runs.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
         /// Worker processes draining the same queues.
         #[arg(long, default_value_t = 1)]
         workers: usize,
@@ -244,6 +248,7 @@ fn real_main() -> anyhow::Result<()> {
         }
         Command::Bench {
             messages,
+            repeat,
             workers,
             prefetch,
             latency,
@@ -254,6 +259,7 @@ fn real_main() -> anyhow::Result<()> {
         } => {
             let opts = ops::bench::BenchOptions {
                 messages,
+                repeat,
                 workers: workers.max(1),
                 prefetch,
                 latency,

@@ -52,6 +52,8 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub messages: usize,
+    /// Throughput runs to take the median of.
+    pub repeat: usize,
     pub workers: usize,
     /// Overrides every queue's concurrency (= prefetch); None: config's.
     pub prefetch: Option<u16>,
@@ -587,6 +589,12 @@ async fn cleanup(
     }
 }
 
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -637,20 +645,35 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 opts.duration.as_secs()
             );
         } else {
-            let worker = measure_worker(opts, &settings, &channel, &mut redis).await?;
-            cleanup(&settings, &conn, &mut redis).await;
-            topology::declare(&conn, &settings).await?;
-            let bare = measure_bare(&settings, &conn, &channel, opts.messages, opts.only).await?;
+            // Worker and bare drains alternate, so both see the same
+            // conditions; with --repeat the medians are reported.
+            let (mut workers, mut bares) = (Vec::new(), Vec::new());
+            for _ in 0..opts.repeat.max(1) {
+                workers.push(measure_worker(opts, &settings, &channel, &mut redis).await?);
+                cleanup(&settings, &conn, &mut redis).await;
+                topology::declare(&conn, &settings).await?;
+                bares.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only).await?);
+                cleanup(&settings, &conn, &mut redis).await;
+                topology::declare(&conn, &settings).await?;
+            }
+            let ratios: Vec<f64> = workers.iter().zip(&bares).map(|(w, b)| w.rate() / b.rate()).collect();
+            let spread = if ratios.len() > 1 {
+                let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+                format!(" (runs {lo:.2}-{hi:.2})")
+            } else {
+                String::new()
+            };
             report += &format!(
-                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}) | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
+                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
                 opts.workers,
                 opts.messages,
                 opts.only.map_or("40/30/20/10 mix", |k| k.key()),
-                worker.rate(),
-                bare.rate(),
-                worker.rate() / bare.rate(),
-                worker.cpu_us_per_message(),
-                worker.peak_rss_kib as f64 / 1024.0
+                if ratios.len() > 1 { format!(", median of {}", ratios.len()) } else { String::new() },
+                median(workers.iter().map(Throughput::rate)),
+                median(bares.iter().map(Throughput::rate)),
+                median(ratios.iter().copied()),
+                median(workers.iter().map(Throughput::cpu_us_per_message)),
+                workers.iter().map(|w| w.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0
             );
         }
         Ok(())
