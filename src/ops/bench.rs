@@ -411,6 +411,7 @@ async fn measure_bare(
     channel: &Channel,
     n: usize,
     only: Option<QueueKind>,
+    publish_per_call: bool,
 ) -> anyhow::Result<Throughput> {
     let (messages, _) = workload(n, "b", only);
     publish_all(channel, settings, &messages).await?;
@@ -431,10 +432,29 @@ async fn measure_bare(
             )
             .await?;
         let acked = Arc::clone(&acked);
+        // With publish_per_call, a call record is acked only after one
+        // persistent confirmed publish, as the worker's call-log event is.
+        let publisher = if publish_per_call && kind == QueueKind::CallRecord {
+            Some(crate::broker::publisher::Publisher::new(conn.create_channel().await?).await?)
+        } else {
+            None
+        };
+        let out = settings.publish.call_log.routing_key.clone();
         tokio::spawn(async move {
             while let Some(Ok(d)) = consumer.next().await {
                 let acked = Arc::clone(&acked);
+                let publisher = publisher.clone();
+                let out = out.clone();
                 tokio::spawn(async move {
+                    if let Some(p) = publisher {
+                        let props = BasicProperties::default().with_delivery_mode(2);
+                        if p.publish("", &out, br#"{"user":1,"houseid":1}"#, props)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
                     if d.acker.ack(BasicAckOptions::default()).await.is_ok() {
                         acked.fetch_add(1, Ordering::Relaxed);
                     }
@@ -647,16 +667,20 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
         } else {
             // Worker and bare drains alternate, so both see the same
             // conditions; with --repeat the medians are reported.
-            let (mut workers, mut bares) = (Vec::new(), Vec::new());
+            let (mut workers, mut bares, mut publishing) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..opts.repeat.max(1) {
                 workers.push(measure_worker(opts, &settings, &channel, &mut redis).await?);
                 cleanup(&settings, &conn, &mut redis).await;
                 topology::declare(&conn, &settings).await?;
-                bares.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only).await?);
+                bares.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, false).await?);
+                cleanup(&settings, &conn, &mut redis).await;
+                topology::declare(&conn, &settings).await?;
+                publishing.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, true).await?);
                 cleanup(&settings, &conn, &mut redis).await;
                 topology::declare(&conn, &settings).await?;
             }
             let ratios: Vec<f64> = workers.iter().zip(&bares).map(|(w, b)| w.rate() / b.rate()).collect();
+            let fair: Vec<f64> = workers.iter().zip(&publishing).map(|(w, b)| w.rate() / b.rate()).collect();
             let spread = if ratios.len() > 1 {
                 let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
                 format!(" (runs {lo:.2}-{hi:.2})")
@@ -664,7 +688,7 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 String::new()
             };
             report += &format!(
-                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
+                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
                 opts.workers,
                 opts.messages,
                 opts.only.map_or("40/30/20/10 mix", |k| k.key()),
@@ -672,6 +696,8 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 median(workers.iter().map(Throughput::rate)),
                 median(bares.iter().map(Throughput::rate)),
                 median(ratios.iter().copied()),
+                median(publishing.iter().map(Throughput::rate)),
+                median(fair.iter().copied()),
                 median(workers.iter().map(Throughput::cpu_us_per_message)),
                 workers.iter().map(|w| w.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0
             );
