@@ -37,47 +37,64 @@ impl Drop for Cluster {
 async fn cluster() -> Cluster {
     let dir = std::env::temp_dir().join(format!("axn-cluster-{}", unique_id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut nodes = Vec::new();
+    // The guard exists from the start, so a failure below still cleans up.
+    let mut cluster = Cluster {
+        nodes: Vec::new(),
+        urls: Vec::new(),
+        dir: dir.clone(),
+    };
     let mut addrs = Vec::new();
-    for i in 0..3 {
-        let (port, bus) = (spare_port(), spare_port());
-        let child = tokio::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-port",
-                &bus.to_string(),
-            ])
-            .args([
-                "--cluster-config-file",
-                &format!("node-{i}.conf"),
-                "--dir",
-                dir.to_str().unwrap(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed");
-        nodes.push(child);
-        addrs.push(format!("127.0.0.1:{port}"));
-    }
     let deadline = Instant::now() + DEADLINE;
-    for a in &addrs {
-        let client = redis::Client::open(format!("redis://{a}")).unwrap();
-        while client.get_multiplexed_async_connection().await.is_err() {
-            assert!(Instant::now() < deadline, "cluster node {a} did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..3 {
+        // A node whose port was taken meanwhile exits at once: try new ports.
+        'node: for _attempt in 0..5 {
+            let (port, bus) = (spare_port(), spare_port());
+            let mut child = tokio::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                ])
+                .args([
+                    "--cluster-config-file",
+                    &format!("node-{i}-{port}.conf"),
+                    "--dir",
+                    dir.to_str().unwrap(),
+                ])
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server is installed");
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+            loop {
+                if client.get_multiplexed_async_connection().await.is_ok() {
+                    cluster.nodes.push(child);
+                    addrs.push(format!("127.0.0.1:{port}"));
+                    break 'node;
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    continue 'node;
+                }
+                assert!(Instant::now() < deadline, "cluster node {i} did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
+        assert_eq!(
+            addrs.len(),
+            i + 1,
+            "cluster node {i} could not find free ports"
+        );
     }
     let created = tokio::process::Command::new("redis-cli")
         .arg("--cluster")
@@ -109,8 +126,8 @@ async fn cluster() -> Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let urls = addrs.iter().map(|a| format!("redis://{a}")).collect();
-    Cluster { nodes, urls, dir }
+    cluster.urls = addrs.iter().map(|a| format!("redis://{a}")).collect();
+    cluster
 }
 
 async fn hget(c: &mut Conn, key: &str, field: &str) -> Option<String> {

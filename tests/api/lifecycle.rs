@@ -315,13 +315,31 @@ pub async fn close_connection_of(app: &TestApp) {
     assert!(closed.success());
 }
 
-/// A TCP port nothing listens on right now.
+/// A TCP port nothing listens on right now, for a server a test starts. It
+/// is drawn at random below the kernel's ephemeral range (32768-60999 here),
+/// so the many outgoing connections of a parallel test run cannot take it
+/// between this check and the server's bind.
 pub fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .subsec_nanos() as u64
+        ^ ((std::process::id() as u64) << 20);
+    for i in 0.. {
+        let x = seed
+            .wrapping_add(
+                SEQ.fetch_add(1, Ordering::Relaxed)
+                    .wrapping_mul(0x9E37_79B9),
+            )
+            .wrapping_add(i);
+        let port = 20_000 + (x % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    unreachable!()
 }
 
 /// A throwaway redis-server on `port`, killed when dropped.
@@ -346,9 +364,13 @@ pub async fn own_redis_with(port: u16, extra: &[&str]) -> tokio::process::Child 
         .kill_on_drop(true)
         .spawn()
         .expect("redis-server is installed");
+    let mut child = child;
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
     let deadline = std::time::Instant::now() + DEADLINE;
     while !answers(&client).await {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("own redis-server on port {port} exited ({status}): port taken?");
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "own redis-server did not start"
