@@ -12,7 +12,9 @@ use redis::AsyncCommands;
 use tokio::io::AsyncWriteExt;
 
 use crate::{
-    helpers::{BIN, CONFIG, DEADLINE, TestApp, env_for, spawn_app, test_settings, unique_id},
+    helpers::{
+        BIN, CONFIG, DEADLINE, TestApp, WorkerProcess, env_for, spawn_app, test_settings, unique_id,
+    },
     xb_unbind::{SEED_UNBIND, binding},
 };
 
@@ -81,51 +83,9 @@ async fn run_exits_zero_on_sigterm() {
         q.retry_delays_ms = shipped.queues.get(kind).retry_delays_ms.clone();
     }
     let _cleanup = TestApp::connect(id, settings.clone()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut worker = tokio::process::Command::new(BIN)
-        .args(["run", "--config", CONFIG])
-        .envs(env_for(&settings))
-        .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let ready = async {
-            use tokio::io::AsyncReadExt;
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()?;
-            s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await.ok()?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).await.ok()?;
-            Some(buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200"))
-        };
-        if ready.await == Some(true) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the worker process did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let pid = worker.id().unwrap().to_string();
-    assert!(
-        tokio::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+    let mut worker = WorkerProcess::start(&settings).await;
+    worker.signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.child.wait())
         .await
         .expect("exits in time")
         .unwrap();

@@ -317,6 +317,29 @@ async fn reference_state(n: usize) -> BTreeMap<String, String> {
     state(&app).await
 }
 
+/// Asserts the app's Redis state is that of one in-order run of the same
+/// stream; returns (call-log events missing, events duplicated).
+async fn assert_state_of_one_in_order_run(
+    app: &TestApp,
+    stream: &Stream,
+    n: usize,
+) -> (usize, usize) {
+    let got = state(app).await;
+    let evs = events(app).await;
+    assert_eq!(
+        got,
+        reference_state(n).await,
+        "the state of one in-order run"
+    );
+    let missing = stream
+        .call_ids
+        .iter()
+        .filter(|c| !evs.contains_key(*c))
+        .count();
+    let dup = evs.values().map(|c| c - 1).sum();
+    (missing, dup)
+}
+
 /// kill -9 of the worker mid-stream, then a restart: every message applied,
 /// the state exactly that of one in-order run, every call-log event there.
 #[tokio::test]
@@ -362,17 +385,8 @@ async fn kill_9_mid_stream_then_restart() {
     println!("kill -9: {waiting} of {n} messages still queued (or unacked) at the kill");
     let _worker = WorkerProcess::start(&settings).await;
     app.drained().await;
-    let got = state(&app).await;
-    let evs = events(&app).await;
+    let (missing, dup) = assert_state_of_one_in_order_run(&app, &stream, n).await;
     let dead = dead_letters(&app).await;
-    let reference = reference_state(n).await;
-    assert_eq!(got, reference, "the state of one in-order run");
-    let missing = stream
-        .call_ids
-        .iter()
-        .filter(|c| !evs.contains_key(*c))
-        .count();
-    let dup: usize = evs.values().map(|c| c - 1).sum();
     assert_eq!(missing, 0, "no call-log event lost");
     assert_eq!(dead, 0);
     figures("kill_9_and_restart", n, n - missing, missing, dup, dead);
@@ -558,16 +572,7 @@ async fn three_replicas_on_a_shuffled_duplicated_stream() {
         app.publish(*kind, body).await;
     }
     app.drained().await;
-    let got = state(&app).await;
-    let evs = events(&app).await;
-    let reference = reference_state(n).await;
-    assert_eq!(got, reference, "the state of one in-order run");
-    let missing = stream
-        .call_ids
-        .iter()
-        .filter(|c| !evs.contains_key(*c))
-        .count();
-    let dup: usize = evs.values().map(|c| c - 1).sum();
+    let (missing, dup) = assert_state_of_one_in_order_run(&app, &stream, n).await;
     assert_eq!(
         (missing, dup),
         (0, 0),

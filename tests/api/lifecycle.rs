@@ -199,31 +199,7 @@ async fn survives_the_broker_closing_its_connection() {
     for i in 0..200 {
         app.publish(QueueKind::Blacklist, json!({"private_number": format!("1350000{i:04}"), "action": "add", "userid": 14, "type": 0}).to_string().as_bytes()).await;
     }
-    let label = format!("/{}", app.id);
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args([
-            "list_connections",
-            "-q",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let pid = text
-        .lines()
-        .find(|l| l.contains(&label))
-        .and_then(|l| l.split('\t').next())
-        .expect("the worker's connection")
-        .to_owned();
-    let closed = tokio::process::Command::new("rabbitmqctl")
-        .args(["close_connection", &pid, "test: closed by the broker"])
-        .status()
-        .await
-        .unwrap();
-    assert!(closed.success());
+    close_connection_of(&app).await;
     for i in 200..400 {
         app.publish(QueueKind::Blacklist, json!({"private_number": format!("1350000{i:04}"), "action": "add", "userid": 14, "type": 0}).to_string().as_bytes()).await;
     }
