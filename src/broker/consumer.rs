@@ -12,6 +12,8 @@
 //!    a copy to a retry queue, to `.dlq`, or to `.unattributed`. Only when
 //!    every such publish is confirmed does it ack; if one fails it nacks with
 //!    requeue, and the whole message comes back (its effects are idempotent).
+//!    Acks of deliveries settled at about the same time share one frame
+//!    ([`AckBatcher`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,15 +21,17 @@ use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel,
     message::Delivery,
-    options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    },
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::{AMQPValue, FieldTable, ShortString},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use super::{ordering::Sequencer, publisher::Publisher};
+use super::{
+    acks::{AckBatcher, Verdict},
+    ordering::Sequencer,
+    publisher::Publisher,
+};
 use crate::{
     config::{QueueKind, QueueSettings},
     handlers::{self, Ctx, HandlerError, Outcome, Part, Reason},
@@ -95,6 +99,8 @@ pub async fn consume(
         )
         .await
         .map_err(broker)?;
+    // Tags are per channel: one batcher per channel of this session.
+    let acks = Arc::new(AckBatcher::default());
     health.set_consuming(q.kind, true);
     tracing::info!(queue = %queue, concurrency = q.settings.concurrency, "consuming");
     let result = loop {
@@ -102,7 +108,7 @@ pub async fn consume(
             biased;
             _ = stop.cancelled() => break Ok(()),
             next = consumer.next() => match next {
-                Some(Ok(delivery)) => dispatch(&q, &ctx, delivery, &tracker),
+                Some(Ok(delivery)) => dispatch(&q, &ctx, &acks, delivery, &tracker),
                 Some(Err(e)) => break Err(broker(e)),
                 None => break Err(ConsumeError::Cancelled(queue.clone())),
             },
@@ -119,8 +125,16 @@ pub async fn consume(
     result
 }
 
-fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &TaskTracker) {
+fn dispatch(
+    q: &Arc<QueueRuntime>,
+    ctx: &Ctx,
+    acks: &Arc<AckBatcher>,
+    delivery: Delivery,
+    tracker: &TaskTracker,
+) {
     q.metrics.received();
+    acks.register(delivery.delivery_tag);
+    let acks = Arc::clone(acks);
     let attempt = failed_attempts(&delivery.properties) + 1;
     let span = tracing::info_span!(
         "message",
@@ -139,6 +153,7 @@ fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &Task
                     settle(
                         &q,
                         &publisher,
+                        &acks,
                         delivery,
                         attempt,
                         vec![Part::whole(Outcome::Failed(e))],
@@ -165,7 +180,7 @@ fn dispatch(q: &Arc<QueueRuntime>, ctx: &Ctx, delivery: Delivery, tracker: &Task
                         };
                     q.metrics
                         .handled(outcome_label(&parts), started.elapsed().as_secs_f64());
-                    settle(&q, &ctx.publisher, delivery, attempt, parts).await;
+                    settle(&q, &ctx.publisher, &acks, delivery, attempt, parts).await;
                     drop(turn);
                 }
                 .instrument(span),
@@ -195,6 +210,7 @@ fn outcome_label(parts: &[Part]) -> &'static str {
 pub async fn settle(
     rt: &QueueRuntime,
     publisher: &Publisher,
+    acks: &AckBatcher,
     delivery: Delivery,
     attempt: u32,
     parts: Vec<Part>,
@@ -252,30 +268,15 @@ pub async fn settle(
         }
     }
     metrics.settled(durable);
-    if durable {
-        match delivery.acker.ack(BasicAckOptions::default()).await {
-            Ok(true) => {}
-            // The channel closed (or recovered) since the delivery: the broker
-            // has requeued it and will deliver it again; its effects are
-            // idempotent, so that is safe, but say so.
-            Ok(false) => tracing::warn!(
-                "ack not sent: the delivery's channel is gone; the broker will redeliver it"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "ack failed; the broker will redeliver the message")
-            }
-        }
+    let verdict = if durable {
+        Verdict::Ack
     } else {
         // Give a failing broker a moment before the message comes straight back.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let requeue = BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        };
-        if let Err(e) = delivery.acker.nack(requeue).await {
-            tracing::warn!(error = %e, "nack failed; the broker will redeliver the message");
-        }
-    }
+        Verdict::Requeue
+    };
+    acks.settle(delivery.delivery_tag, verdict, delivery.acker)
+        .await;
 }
 
 /// How many attempts have failed transiently so far (0 when never retried).

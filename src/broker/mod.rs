@@ -12,6 +12,7 @@
 //! harmlessly. A configuration the broker rejects (a passive queue that does
 //! not exist, a queue with other arguments) stops the worker with the reason.
 
+pub mod acks;
 pub mod consumer;
 pub mod ordering;
 pub mod publisher;

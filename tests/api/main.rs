@@ -3,6 +3,7 @@
 //! names and key prefix (see `helpers`), so they run in parallel and leave
 //! nothing behind.
 
+mod acks;
 mod blacklist;
 mod call_record;
 mod cli;
