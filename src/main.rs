@@ -106,6 +106,11 @@ enum Command {
         /// Append the results to this file (default docs/performance.md; "-" for none).
         #[arg(long, default_value = "docs/performance.md")]
         append: PathBuf,
+        /// Start each worker under this command, to profile it as measured,
+        /// e.g. "valgrind --tool=callgrind" (words split at spaces). Its
+        /// figures are then the profiler's, not the worker's: use --append -.
+        #[arg(long, value_name = "COMMAND")]
+        wrap: Option<String>,
     },
     /// Print the worker's queues as a RabbitMQ definitions file, for brokers
     /// whose topology SREs own (import it, then run with passive = true).
@@ -256,6 +261,7 @@ fn real_main() -> anyhow::Result<()> {
             rate,
             duration,
             append,
+            wrap,
         } => {
             let opts = ops::bench::BenchOptions {
                 messages,
@@ -269,6 +275,9 @@ fn real_main() -> anyhow::Result<()> {
                 append_to: (append.as_os_str() != "-").then_some(append),
                 binary: std::env::current_exe().context("Failed to find the axn-worker binary")?,
                 config: cli.config.clone(),
+                wrap: wrap
+                    .map(|w| w.split_whitespace().map(str::to_owned).collect())
+                    .unwrap_or_default(),
             };
             runtime.block_on(ops::bench::run(&settings, &opts, &mut std::io::stdout()))
         }

@@ -166,25 +166,27 @@ fn dispatch(
         Ok(job) => {
             let mut turn = q.sequencer.enter(job.entity_keys());
             let ctx = ctx.clone();
-            tracker.spawn(
-                async move {
-                    turn.ready().await;
-                    let started = std::time::Instant::now();
-                    let timeout = q.settings.timeout();
-                    let parts =
-                        match tokio::time::timeout(timeout, handlers::apply(job, &ctx)).await {
-                            Ok(parts) => parts,
-                            Err(_) => vec![Part::whole(Outcome::Failed(HandlerError::transient(
-                                format!("handler timed out after {} s", timeout.as_secs()),
-                            )))],
-                        };
-                    q.metrics
-                        .handled(outcome_label(&parts), started.elapsed().as_secs_f64());
-                    settle(&q, &ctx.publisher, &acks, delivery, attempt, parts).await;
-                    drop(turn);
-                }
-                .instrument(span),
-            );
+            // The handler and settle futures are boxed: the task, moved a few
+            // times on its way into the runtime, stays ~1 KiB instead of ~3.5.
+            let fut = async move {
+                turn.ready().await;
+                let started = std::time::Instant::now();
+                let timeout = q.settings.timeout();
+                let parts =
+                    match tokio::time::timeout(timeout, Box::pin(handlers::apply(job, &ctx))).await
+                    {
+                        Ok(parts) => parts,
+                        Err(_) => vec![Part::whole(Outcome::Failed(HandlerError::transient(
+                            format!("handler timed out after {} s", timeout.as_secs()),
+                        )))],
+                    };
+                q.metrics
+                    .handled(outcome_label(&parts), started.elapsed().as_secs_f64());
+                Box::pin(settle(&q, &ctx.publisher, &acks, delivery, attempt, parts)).await;
+                drop(turn);
+            }
+            .instrument(span);
+            tracker.spawn(fut);
         }
     }
 }

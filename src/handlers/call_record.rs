@@ -176,23 +176,37 @@ async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, HandlerError
     Ok(Outcome::Applied("published"))
 }
 
+/// The two fields of an XB binding that the event needs; the binding's other
+/// fields are skipped without being built (this runs once per call record).
+#[derive(serde::Deserialize)]
+struct BindingIds {
+    #[serde(rename = "userId", default)]
+    user_id: Option<Value>,
+    #[serde(rename = "mapId", default)]
+    map_id: Option<Value>,
+}
+
 /// The event body from the binding's JSON: `user` = its userId, `houseid` =
 /// its mapId, both JSON numbers (a numeric string in the binding is accepted).
 pub fn call_log_event(binding: &str) -> Result<Vec<u8>, HandlerError> {
     let invalid = |what: &str| {
         HandlerError::permanent(Reason::InvalidBinding, format!("the XB binding {what}"))
     };
-    let value: Value = serde_json::from_str(binding).map_err(|_| invalid("is not JSON"))?;
-    let map = value
-        .as_object()
-        .ok_or_else(|| invalid("is not a JSON object"))?;
-    let f = Fields(map);
-    let user = f
-        .get(&["userId"])
+    // The error's own text may quote a value of the binding: not repeated.
+    let ids: BindingIds = serde_json::from_str(binding).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            invalid("is not a JSON object with one userId and one mapId")
+        }
+        _ => invalid("is not JSON"),
+    })?;
+    let user = ids
+        .user_id
+        .as_ref()
         .and_then(super::fields::as_uint)
         .ok_or_else(|| invalid("lacks a numeric userId"))?;
-    let house = f
-        .get(&["mapId"])
+    let house = ids
+        .map_id
+        .as_ref()
         .and_then(super::fields::as_uint)
         .ok_or_else(|| invalid("lacks a numeric mapId"))?;
     Ok(format!(r#"{{"user":{user},"houseid":{house}}}"#).into_bytes())
@@ -287,8 +301,12 @@ mod tests {
         for bad in [
             r#"{"userId":"x","mapId":1}"#,
             r#"{"userId":1}"#,
+            r#"{"userId":1,"mapId":2,"userId":3}"#,
+            r#"{"userId":null,"mapId":2}"#,
             "[]",
+            "7",
             "nope",
+            r#"{"userId":1,"mapId":2"#,
         ] {
             assert_eq!(
                 call_log_event(bad).unwrap_err().reason(),
@@ -296,5 +314,11 @@ mod tests {
                 "{bad}"
             );
         }
+        // Other fields, of any kind, are skipped.
+        let e = call_log_event(
+            r#"{"subId":"1","userId":7,"mapId":"8","nested":{"a":[1,{"b":null}]},"telX":"13800000000"}"#,
+        )
+        .unwrap();
+        assert_eq!(e, br#"{"user":7,"houseid":8}"#);
     }
 }

@@ -67,6 +67,9 @@ pub struct BenchOptions {
     /// The worker binary (normally this very executable).
     pub binary: PathBuf,
     pub config: PathBuf,
+    /// A command (and its arguments) each worker is started under, for
+    /// profiling; empty: none.
+    pub wrap: Vec<String>,
 }
 
 /// One throughput measurement.
@@ -254,7 +257,14 @@ impl Workers {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
                 .port();
-            let mut cmd = std::process::Command::new(&opts.binary);
+            let mut cmd = match opts.wrap.split_first() {
+                Some((wrapper, args)) => {
+                    let mut cmd = std::process::Command::new(wrapper);
+                    cmd.args(args).arg(&opts.binary);
+                    cmd
+                }
+                None => std::process::Command::new(&opts.binary),
+            };
             cmd.args(["run", "--config"]).arg(&opts.config);
             for kind in QueueKind::ALL {
                 let q = settings.queues.get(kind);
@@ -381,7 +391,9 @@ async fn measure_worker(
             workers.stop();
             bail!("the workers did not drain the load within 10 minutes");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Each poll renders the worker's /metrics, on the worker's CPU: not
+        // more often than the rate's precision needs.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
     let (cpu1, rss) = workers.usage();
