@@ -14,6 +14,7 @@
 //! | `axn_messages_in_flight` | queue | deliveries received and not yet settled |
 //! | `axn_handler_duration_seconds` | queue, outcome | time to apply a message (`applied`, `parked`, `permanent`, `transient`) |
 //! | `axn_call_log_published_total` | | call-log events confirmed by the broker |
+//! | `axn_call_log_confirm_seconds` | | time from publishing a call-log event to the broker's confirm (a call record's delivery is held through it) |
 //! | `axn_publish_failures_total` | queue | publishes the broker did not confirm (events, retries, dead letters, parking) |
 //! | `axn_broker_connected`, `axn_redis_connected` | | 1 while connected (and consuming) / answering |
 //! | `axn_broker_reconnects_total` | | broker sessions lost and re-established |
@@ -132,6 +133,7 @@ pub struct Metrics {
     in_flight: Family<QueueLabel, Gauge>,
     duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     call_log_published: Counter,
+    call_log_confirm: Histogram,
     publish_failures: Family<QueueLabel, Counter>,
     broker_connected: Gauge,
     redis_connected: Gauge,
@@ -152,6 +154,7 @@ impl Metrics {
             in_flight: Family::default(),
             duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             call_log_published: Counter::default(),
+            call_log_confirm: latency_histogram(),
             publish_failures: Family::default(),
             broker_connected: Gauge::default(),
             redis_connected: Gauge::default(),
@@ -204,6 +207,11 @@ impl Metrics {
             "axn_call_log_published",
             "Call-log events confirmed by the broker",
             m.call_log_published.clone(),
+        );
+        r.register(
+            "axn_call_log_confirm_seconds",
+            "Time from publishing a call-log event to the broker's confirm",
+            m.call_log_confirm.clone(),
         );
         r.register(
             "axn_publish_failures",
@@ -349,8 +357,10 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn call_log_published(&self) {
+    /// A call-log event confirmed `confirm_seconds` after it was published.
+    pub fn call_log_published(&self, confirm_seconds: f64) {
         self.call_log_published.inc();
+        self.call_log_confirm.observe(confirm_seconds);
     }
 
     pub fn publish_failed(&self, kind: QueueKind) {

@@ -159,6 +159,7 @@ async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, HandlerError
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_message_id(r.call_id.as_str().into());
+    let published_at = std::time::Instant::now();
     if let Err(e) = ctx
         .publisher
         .publish(&out.exchange, &out.routing_key, &event, props)
@@ -171,7 +172,8 @@ async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, HandlerError
             "call-log event not confirmed: {e}"
         )));
     }
-    ctx.metrics.call_log_published();
+    ctx.metrics
+        .call_log_published(published_at.elapsed().as_secs_f64());
     commit(ctx, &r.call_id).await?;
     Ok(Outcome::Applied("published"))
 }

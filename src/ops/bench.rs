@@ -79,6 +79,9 @@ pub struct Throughput {
     pub seconds: f64,
     pub cpu_seconds: f64,
     pub peak_rss_kib: u64,
+    /// Mean time from publishing a call-log event to its confirm, in ms
+    /// (None when the run published none).
+    pub confirm_ms: Option<f64>,
 }
 
 impl Throughput {
@@ -318,19 +321,32 @@ impl Workers {
         true
     }
 
-    /// Acknowledged deliveries across the workers.
-    async fn acked(&self) -> u64 {
+    /// The sum of a metric's samples (lines starting with `prefix`) across
+    /// the workers.
+    async fn metric_sum(&self, prefix: &str) -> f64 {
         let mut total = 0.0;
         for (_, port) in &self.children {
             if let Some((_, page)) = Self::get(*port, "/metrics").await {
                 total += page
                     .lines()
-                    .filter(|l| l.starts_with("axn_messages_acked_total{"))
+                    .filter(|l| l.starts_with(prefix))
                     .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                     .sum::<f64>();
             }
         }
-        total as u64
+        total
+    }
+
+    /// Acknowledged deliveries across the workers.
+    async fn acked(&self) -> u64 {
+        self.metric_sum("axn_messages_acked_total{").await as u64
+    }
+
+    /// Mean call-log confirm time in ms, if any event was published.
+    async fn confirm_ms(&self) -> Option<f64> {
+        let count = self.metric_sum("axn_call_log_confirm_seconds_count ").await;
+        let sum = self.metric_sum("axn_call_log_confirm_seconds_sum ").await;
+        (count > 0.0).then(|| sum * 1e3 / count)
     }
 
     fn usage(&self) -> (f64, u64) {
@@ -407,12 +423,14 @@ async fn measure_worker(
         (split1.0 - split0.0) * 1e6 / n as f64,
         (split1.1 - split0.1) * 1e6 / n as f64
     );
+    let confirm_ms = workers.confirm_ms().await;
     workers.stop();
     Ok(Throughput {
         messages: opts.messages,
         seconds,
         cpu_seconds: cpu1 - cpu0,
         peak_rss_kib: rss,
+        confirm_ms,
     })
 }
 
@@ -428,6 +446,8 @@ async fn measure_bare(
     let (messages, _) = workload(n, "b", only);
     publish_all(channel, settings, &messages).await?;
     let acked = Arc::new(AtomicU64::new(0));
+    // (confirms, their total time in µs) of the publishing variant.
+    let confirms = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let started = Instant::now();
     let mut channels = Vec::new();
     for kind in QueueKind::ALL {
@@ -444,6 +464,7 @@ async fn measure_bare(
             )
             .await?;
         let acked = Arc::clone(&acked);
+        let confirms = Arc::clone(&confirms);
         // With publish_per_call, a call record is acked only after one
         // persistent confirmed publish, as the worker's call-log event is.
         let publisher = if publish_per_call && kind == QueueKind::CallRecord {
@@ -455,17 +476,23 @@ async fn measure_bare(
         tokio::spawn(async move {
             while let Some(Ok(d)) = consumer.next().await {
                 let acked = Arc::clone(&acked);
+                let confirms = Arc::clone(&confirms);
                 let publisher = publisher.clone();
                 let out = out.clone();
                 tokio::spawn(async move {
                     if let Some(p) = publisher {
                         let props = BasicProperties::default().with_delivery_mode(2);
+                        let at = Instant::now();
                         if p.publish("", &out, br#"{"user":1,"houseid":1}"#, props)
                             .await
                             .is_err()
                         {
                             return;
                         }
+                        confirms.0.fetch_add(1, Ordering::Relaxed);
+                        confirms
+                            .1
+                            .fetch_add(at.elapsed().as_micros() as u64, Ordering::Relaxed);
                     }
                     if d.acker.ack(BasicAckOptions::default()).await.is_ok() {
                         acked.fetch_add(1, Ordering::Relaxed);
@@ -486,11 +513,16 @@ async fn measure_bare(
     for ch in channels {
         let _ = ch.close(200, "bench".into()).await;
     }
+    let (count, micros) = (
+        confirms.0.load(Ordering::Relaxed),
+        confirms.1.load(Ordering::Relaxed),
+    );
     Ok(Throughput {
         messages: n,
         seconds,
         cpu_seconds: 0.0,
         peak_rss_kib: 0,
+        confirm_ms: (count > 0).then(|| micros as f64 / 1e3 / count as f64),
     })
 }
 
@@ -699,8 +731,18 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
             } else {
                 String::new()
             };
+            // The broker's confirm, which holds each call record's delivery,
+            // in the worker and in the publishing yardstick.
+            let confirm = |runs: &[Throughput]| {
+                let v: Vec<f64> = runs.iter().filter_map(|t| t.confirm_ms).collect();
+                (!v.is_empty()).then(|| median(v.into_iter()))
+            };
+            let confirms = match (confirm(&workers), confirm(&publishing)) {
+                (Some(w), Some(b)) => format!("; call-log confirm mean {w:.2} ms (yardstick's {b:.2} ms)"),
+                _ => String::new(),
+            };
             report += &format!(
-                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
+                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2}{confirms} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
                 opts.workers,
                 opts.messages,
                 opts.only.map_or("40/30/20/10 mix", |k| k.key()),

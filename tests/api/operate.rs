@@ -72,6 +72,7 @@ async fn metrics_move_as_messages_flow() {
         (r#"axn_messages_acked_total{queue="call_record"}"#, 2.0),
         (r#"axn_messages_parked_total{queue="call_record"}"#, 1.0),
         (r#"axn_call_log_published_total"#, 1.0),
+        (r#"axn_call_log_confirm_seconds_count"#, 1.0),
         // blacklist: 1 bad + 1 transient delivered 3 times (max_attempts 3)
         (r#"axn_messages_received_total{queue="blacklist"}"#, 4.0),
         (r#"axn_messages_retried_total{queue="blacklist"}"#, 2.0),
