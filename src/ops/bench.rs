@@ -82,6 +82,8 @@ pub struct Throughput {
     /// Mean time from publishing a call-log event to its confirm, in ms
     /// (None when the run published none).
     pub confirm_ms: Option<f64>,
+    /// CPU seconds the local broker used during the drain (None: not found).
+    pub broker_cpu_seconds: Option<f64>,
 }
 
 impl Throughput {
@@ -90,6 +92,10 @@ impl Throughput {
     }
     pub fn cpu_us_per_message(&self) -> f64 {
         self.cpu_seconds * 1e6 / self.messages as f64
+    }
+    pub fn broker_us_per_message(&self) -> Option<f64> {
+        self.broker_cpu_seconds
+            .map(|s| s * 1e6 / self.messages as f64)
     }
 }
 
@@ -226,6 +232,18 @@ pub fn process_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     Ok((ticks / clock_ticks() as f64, hwm))
+}
+
+/// CPU seconds used so far by the local RabbitMQ (its `beam.smp` process),
+/// when it runs on this machine and /proc shows it.
+fn broker_cpu() -> Option<f64> {
+    let pid = std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == "beam.smp").then_some(pid)
+    })?;
+    user_sys(pid).map(|(u, s)| u + s)
 }
 
 /// (user, system) CPU seconds of a process.
@@ -394,6 +412,7 @@ async fn measure_worker(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let started = Instant::now();
+    let broker0 = broker_cpu();
     let (cpu0, _) = workers.usage();
     let split0 = workers
         .children
@@ -412,6 +431,7 @@ async fn measure_worker(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let broker1 = broker_cpu();
     let (cpu1, rss) = workers.usage();
     let split1 = workers
         .children
@@ -431,6 +451,7 @@ async fn measure_worker(
         cpu_seconds: cpu1 - cpu0,
         peak_rss_kib: rss,
         confirm_ms,
+        broker_cpu_seconds: broker0.zip(broker1).map(|(a, b)| b - a),
     })
 }
 
@@ -449,6 +470,7 @@ async fn measure_bare(
     // (confirms, their total time in µs) of the publishing variant.
     let confirms = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let started = Instant::now();
+    let broker0 = broker_cpu();
     let mut channels = Vec::new();
     for kind in QueueKind::ALL {
         let q = settings.queues.get(kind);
@@ -510,6 +532,7 @@ async fn measure_bare(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let broker1 = broker_cpu();
     for ch in channels {
         let _ = ch.close(200, "bench".into()).await;
     }
@@ -523,6 +546,7 @@ async fn measure_bare(
         cpu_seconds: 0.0,
         peak_rss_kib: 0,
         confirm_ms: (count > 0).then(|| micros as f64 / 1e3 / count as f64),
+        broker_cpu_seconds: broker0.zip(broker1).map(|(a, b)| b - a),
     })
 }
 
@@ -741,8 +765,17 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 (Some(w), Some(b)) => format!("; call-log confirm mean {w:.2} ms (yardstick's {b:.2} ms)"),
                 _ => String::new(),
             };
+            // What each drain cost the broker, per message.
+            let broker = |runs: &[Throughput]| {
+                let v: Vec<f64> = runs.iter().filter_map(Throughput::broker_us_per_message).collect();
+                (!v.is_empty()).then(|| median(v.into_iter()))
+            };
+            let broker = match (broker(&workers), broker(&bares), broker(&publishing)) {
+                (Some(w), Some(b), Some(p)) => format!("; broker CPU {w:.1} µs/msg (bare consumer's {b:.1}, publishing yardstick's {p:.1})"),
+                _ => String::new(),
+            };
             report += &format!(
-                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2}{confirms} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
+                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2}{confirms}{broker} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
                 opts.workers,
                 opts.messages,
                 opts.only.map_or("40/30/20/10 mix", |k| k.key()),
@@ -817,5 +850,13 @@ mod tests {
     fn own_process_usage_is_readable() {
         let (cpu, rss) = process_usage(std::process::id()).unwrap();
         assert!(cpu >= 0.0 && rss > 0);
+    }
+
+    /// The tests' RabbitMQ runs on this machine (see README, .ci/run), so
+    /// the bench can account for its CPU.
+    #[test]
+    fn local_broker_cpu_is_found() {
+        let used = broker_cpu().expect("beam.smp of the local RabbitMQ in /proc");
+        assert!(used > 0.0, "a running broker has used some CPU: {used}");
     }
 }
