@@ -216,6 +216,7 @@ async fn cleanup(settings: &Settings) {
                     .queue_delete(spec.name.as_str().into(), QueueDeleteOptions::default())
                     .await;
             }
+            let _ = ch.close(200, "demo cleanup".into()).await;
         }
         let _ = conn.close(200, "demo cleanup".into()).await;
     }
