@@ -74,7 +74,8 @@ enum Command {
     /// Measure the worker against the broker's own limit on this machine (see
     /// docs/performance.md): drain rate vs a bare consumer, CPU per message,
     /// peak memory; or, with --latency, publish-to-Redis latency at a fixed
-    /// rate. Uses its own queues (axn-bench.*) and keys, removed at the end.
+    /// rate. Uses its own queues (axn-bench.*) and keys (axn-bench:*),
+    /// removed at the end.
     /// Build with --release for meaningful figures.
     Bench {
         /// Messages to pre-load (throughput mode).
@@ -111,6 +112,10 @@ enum Command {
         /// figures are then the profiler's, not the worker's: use --append -.
         #[arg(long, value_name = "COMMAND")]
         wrap: Option<String>,
+        /// Prefix of the bench's queue names and Redis keys, so that two
+        /// benches (or a bench and the tests) can share a broker.
+        #[arg(long, default_value = "axn-bench")]
+        namespace: String,
     },
     /// Print the worker's queues as a RabbitMQ definitions file, for brokers
     /// whose topology SREs own (import it, then run with passive = true).
@@ -262,6 +267,7 @@ fn real_main() -> anyhow::Result<()> {
             duration,
             append,
             wrap,
+            namespace,
         } => {
             let opts = ops::bench::BenchOptions {
                 messages,
@@ -278,6 +284,7 @@ fn real_main() -> anyhow::Result<()> {
                 wrap: wrap
                     .map(|w| w.split_whitespace().map(str::to_owned).collect())
                     .unwrap_or_default(),
+                namespace,
             };
             runtime.block_on(ops::bench::run(&settings, &opts, &mut std::io::stdout()))
         }

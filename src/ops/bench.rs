@@ -15,8 +15,9 @@
 //! Latency mode: publishes blacklist adds at a fixed rate and polls Redis for
 //! each one's effect; reports p50, p99 and max from publish to visible.
 //!
-//! Everything it creates (queues `axn-bench.*`, keys `axn-bench:*`) is removed
-//! at the end.
+//! Everything it creates (queues `<namespace>.*`, keys `<namespace>:*`, the
+//! namespace being `axn-bench` unless `--namespace` says otherwise) is removed
+//! at the end, and at the start (what a killed run left).
 
 use std::{
     collections::HashMap,
@@ -70,6 +71,8 @@ pub struct BenchOptions {
     /// A command (and its arguments) each worker is started under, for
     /// profiling; empty: none.
     pub wrap: Vec<String>,
+    /// Prefix of the bench's queue names and Redis keys.
+    pub namespace: String,
 }
 
 /// One throughput measurement.
@@ -99,20 +102,20 @@ impl Throughput {
     }
 }
 
-/// The bench's settings: `base` renamed under `axn-bench`, prefetch override.
-pub fn bench_settings(base: &Settings, prefetch: Option<u16>) -> Settings {
+/// The bench's settings: `base` renamed under `namespace`, prefetch override.
+pub fn bench_settings(base: &Settings, namespace: &str, prefetch: Option<u16>) -> Settings {
     let mut s = base.clone();
     for kind in QueueKind::ALL {
         let q = s.queues.get_mut(kind);
-        q.name = format!("axn-bench.{}", q.name);
+        q.name = format!("{namespace}.{}", q.name);
         q.passive = false;
         if let Some(p) = prefetch {
             q.concurrency = p;
         }
     }
-    s.redis.key_prefix = "axn-bench:".into();
+    s.redis.key_prefix = format!("{namespace}:");
     s.publish.call_log.exchange = String::new();
-    s.publish.call_log.routing_key = format!("axn-bench.{}", base.publish.call_log.routing_key);
+    s.publish.call_log.routing_key = format!("{namespace}.{}", base.publish.call_log.routing_key);
     s.publish.call_log.passive = false;
     s
 }
@@ -701,7 +704,7 @@ fn machine() -> String {
 
 /// Runs the benchmark and writes its report to `out` (and the file).
 pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> anyhow::Result<()> {
-    let settings = bench_settings(base, opts.prefetch);
+    let settings = bench_settings(base, &opts.namespace, opts.prefetch);
     let conn = broker::connect(&settings, &broker::connection_name(Some("bench"))).await?;
     let mut redis = redis::Client::open(settings.redis.url.single_url()?)?
         .get_multiplexed_async_connection()
