@@ -458,16 +458,35 @@ async fn measure_worker(
     })
 }
 
-/// Drains a pre-loaded copy of the load with a consumer that only acks.
+/// The bare consumers the worker is compared with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bare {
+    /// Acks each delivery, on the worker's queues at their prefetch.
+    AckOnly,
+    /// Also publishes one confirmed persistent message per call record.
+    Publishing,
+    /// Acks each delivery, with the whole load in one queue (the call-record
+    /// queue, at its prefetch): the yardstick issue 6 calibrates (~18k msg/s
+    /// at prefetch 10 on this kind of machine).
+    OneQueue,
+}
+
+/// Drains a pre-loaded copy of the load with a bare consumer.
 async fn measure_bare(
     settings: &Settings,
     conn: &Connection,
     channel: &Channel,
     n: usize,
     only: Option<QueueKind>,
-    publish_per_call: bool,
+    bare: Bare,
 ) -> anyhow::Result<Throughput> {
-    let (messages, _) = workload(n, "b", only);
+    let (mut messages, _) = workload(n, "b", only);
+    if bare == Bare::OneQueue {
+        for m in &mut messages {
+            m.0 = QueueKind::CallRecord;
+        }
+    }
+    let publish_per_call = bare == Bare::Publishing;
     publish_all(channel, settings, &messages).await?;
     let acked = Arc::new(AtomicU64::new(0));
     // (confirms, their total time in µs) of the publishing variant.
@@ -475,7 +494,11 @@ async fn measure_bare(
     let started = Instant::now();
     let broker0 = broker_cpu();
     let mut channels = Vec::new();
-    for kind in QueueKind::ALL {
+    let kinds: &[QueueKind] = match bare {
+        Bare::OneQueue => &[QueueKind::CallRecord],
+        _ => &QueueKind::ALL,
+    };
+    for &kind in kinds {
         let q = settings.queues.get(kind);
         let ch = conn.create_channel().await?;
         ch.basic_qos(q.concurrency, BasicQosOptions::default())
@@ -738,20 +761,25 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
         } else {
             // Worker and bare drains alternate, so both see the same
             // conditions; with --repeat the medians are reported.
-            let (mut workers, mut bares, mut publishing) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut workers, mut bares, mut publishing, mut one_queue) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..opts.repeat.max(1) {
                 workers.push(measure_worker(opts, &settings, &channel, &mut redis).await?);
                 cleanup(&settings, &conn, &mut redis).await;
                 topology::declare(&conn, &settings).await?;
-                bares.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, false).await?);
+                bares.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::AckOnly).await?);
                 cleanup(&settings, &conn, &mut redis).await;
                 topology::declare(&conn, &settings).await?;
-                publishing.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, true).await?);
+                publishing.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::Publishing).await?);
+                cleanup(&settings, &conn, &mut redis).await;
+                topology::declare(&conn, &settings).await?;
+                one_queue.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::OneQueue).await?);
                 cleanup(&settings, &conn, &mut redis).await;
                 topology::declare(&conn, &settings).await?;
             }
             let ratios: Vec<f64> = workers.iter().zip(&bares).map(|(w, b)| w.rate() / b.rate()).collect();
             let fair: Vec<f64> = workers.iter().zip(&publishing).map(|(w, b)| w.rate() / b.rate()).collect();
+            let single: Vec<f64> = workers.iter().zip(&one_queue).map(|(w, b)| w.rate() / b.rate()).collect();
             let spread = if ratios.len() > 1 {
                 let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
                 format!(" (runs {lo:.2}-{hi:.2})")
@@ -778,7 +806,7 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 _ => String::new(),
             };
             report += &format!(
-                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2}{confirms}{broker} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
+                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2}; bare consumer on one queue {:.0} msg/s, ratio {:.2}{confirms}{broker} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
                 opts.workers,
                 opts.messages,
                 opts.only.map_or("40/30/20/10 mix", |k| k.key()),
@@ -788,6 +816,8 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 median(ratios.iter().copied()),
                 median(publishing.iter().map(Throughput::rate)),
                 median(fair.iter().copied()),
+                median(one_queue.iter().map(Throughput::rate)),
+                median(single.iter().copied()),
                 median(workers.iter().map(Throughput::cpu_us_per_message)),
                 workers.iter().map(|w| w.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0
             );

@@ -245,6 +245,7 @@ async fn bench_measures_reports_and_cleans_up() {
         ("| worker ", " msg/s"),
         ("bare consumer ", " msg/s"),
         ("publishing per call record ", " msg/s"),
+        ("bare consumer on one queue ", " msg/s"),
         ("call-log confirm mean ", " ms"),
         ("| CPU ", " µs/msg"),
         ("peak RSS ", " MiB"),
