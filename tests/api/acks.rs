@@ -11,7 +11,7 @@ use axn_worker::{
 use futures_util::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{BasicConsumeOptions, BasicGetOptions, BasicQosOptions, QueueDeclareOptions},
+    options::{BasicConsumeOptions, BasicGetOptions, BasicQosOptions},
     types::FieldTable,
 };
 
@@ -62,17 +62,7 @@ async fn acks_never_cover_a_running_or_requeued_delivery() {
     let id = unique_id();
     let app = TestApp::connect(id.clone(), test_settings(&id)).await;
     let queue = app.queue(QueueKind::Blacklist);
-    app.channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    crate::helpers::declare_durable(&app.channel, &queue, FieldTable::default()).await;
     for i in 0..6 {
         app.publish_to(&queue, i.to_string().as_bytes(), Default::default())
             .await;

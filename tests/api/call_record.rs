@@ -210,7 +210,7 @@ async fn aliyun_batch_is_handled_record_by_record() {
 /// a failure, and the record retried (never acked as if it were published).
 #[tokio::test]
 async fn events_go_through_a_configured_exchange() {
-    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
     use lapin::types::FieldTable;
     let id = crate::helpers::unique_id();
     let exchange = format!("{id}.calllog.x");
@@ -230,16 +230,7 @@ async fn events_go_through_a_configured_exchange() {
     .await
     .unwrap();
     let bound = format!("{id}.calllog.bound");
-    ch.queue_declare(
-        bound.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    crate::helpers::declare_durable(ch, &bound, FieldTable::default()).await;
     let app = app.start().await;
     app.put_binding("ex1", 5, 6).await;
     // Not bound yet: returned as unroutable, so retried, not acked.

@@ -11,10 +11,7 @@ use std::{
 };
 
 use axn_worker::config::QueueKind;
-use lapin::{
-    options::QueueDeclareOptions,
-    types::{AMQPValue, FieldTable},
-};
+use lapin::types::{AMQPValue, FieldTable};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -464,17 +461,7 @@ async fn unconfirmed_call_log_publishes_are_retried_not_lost() {
         "x-overflow".into(),
         AMQPValue::LongString("reject-publish".into()),
     );
-    app.channel
-        .queue_declare(
-            app.call_log_queue().as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .unwrap();
+    crate::helpers::declare_durable(&app.channel, &app.call_log_queue(), args).await;
     let app = app.start().await;
     let n = 20;
     for i in 0..n {

@@ -25,6 +25,21 @@ use redis::AsyncCommands;
 use tokio::{io::AsyncReadExt, io::AsyncWriteExt, net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+/// Declares a durable queue (with `args`) for a test that needs one before
+/// the worker declares its own.
+pub async fn declare_durable(ch: &Channel, name: &str, args: lapin::types::FieldTable) {
+    ch.queue_declare(
+        name.into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("declare {name}: {e}"));
+}
+
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
