@@ -4,8 +4,10 @@
 //! later; what this adds is that deliveries settled at about the same time
 //! share frames. The consume loop [`register`](AckBatcher::register)s each
 //! delivery tag in delivery order; [`settle`](AckBatcher::settle) records a
-//! delivery's verdict, and the first settling task with nobody sending
-//! becomes the sender until nothing is left. Each round it sends:
+//! delivery's verdict and, when no sender is running, spawns one (on the
+//! session's task tracker, so a shutdown waits for it) that sends until
+//! nothing is left. The message's own task does not wait for its ack, so it
+//! lets the next message about its entities go at once. Each round sends:
 //!
 //! 1. the requeueing nacks, one frame each (rare: a publish that failed);
 //! 2. one `basic.ack` with `multiple` for the run of acked deliveries that
@@ -25,12 +27,16 @@
 //! channel has closed, so a tag of a lost session can never ack a message of
 //! the next one.
 
-use std::{collections::BTreeMap, sync::Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use lapin::{
     Acker,
     options::{BasicAckOptions, BasicNackOptions},
 };
+use tokio_util::task::TaskTracker;
 
 /// What to tell the broker about one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +47,10 @@ pub enum Verdict {
     Requeue,
 }
 
-#[derive(Default)]
 pub struct AckBatcher {
     state: Mutex<State>,
+    /// Where senders run (the session's tracker: the drain waits for them).
+    tracker: TaskTracker,
 }
 
 #[derive(Default)]
@@ -71,14 +78,21 @@ impl<A> Round<A> {
 }
 
 impl AckBatcher {
+    pub fn new(tracker: TaskTracker) -> Arc<Self> {
+        Arc::new(AckBatcher {
+            state: Mutex::default(),
+            tracker,
+        })
+    }
+
     /// Records a delivery, in delivery order, before it is handled.
     pub fn register(&self, tag: u64) {
         self.state.lock().expect("ack state").open.insert(tag, None);
     }
 
-    /// Records the verdict of a registered delivery and, unless another task
-    /// is already sending, sends every verdict there is until none is left.
-    pub async fn settle(&self, tag: u64, verdict: Verdict, acker: Acker) {
+    /// Records the verdict of a registered delivery; unless a sender is
+    /// running, starts one.
+    pub fn settle(self: &Arc<Self>, tag: u64, verdict: Verdict, acker: Acker) {
         {
             let mut state = self.state.lock().expect("ack state");
             state.open.insert(tag, Some((verdict, acker)));
@@ -87,6 +101,13 @@ impl AckBatcher {
             }
             state.sending = true;
         }
+        let this = Arc::clone(self);
+        self.tracker.spawn(async move { this.send_all().await });
+    }
+
+    /// Sends every verdict there is, round after round, until none is left;
+    /// only then does another `settle` start a sender.
+    async fn send_all(&self) {
         loop {
             let round = {
                 let mut state = self.state.lock().expect("ack state");

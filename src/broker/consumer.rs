@@ -100,7 +100,7 @@ pub async fn consume(
         .await
         .map_err(broker)?;
     // Tags are per channel: one batcher per channel of this session.
-    let acks = Arc::new(AckBatcher::default());
+    let acks = AckBatcher::new(tracker.clone());
     health.set_consuming(q.kind, true);
     tracing::info!(queue = %queue, concurrency = q.settings.concurrency, "consuming");
     let result = loop {
@@ -212,7 +212,7 @@ fn outcome_label(parts: &[Part]) -> &'static str {
 pub async fn settle(
     rt: &QueueRuntime,
     publisher: &Publisher,
-    acks: &AckBatcher,
+    acks: &Arc<AckBatcher>,
     delivery: Delivery,
     attempt: u32,
     parts: Vec<Part>,
@@ -277,8 +277,7 @@ pub async fn settle(
         tokio::time::sleep(Duration::from_millis(500)).await;
         Verdict::Requeue
     };
-    acks.settle(delivery.delivery_tag, verdict, delivery.acker)
-        .await;
+    acks.settle(delivery.delivery_tag, verdict, delivery.acker);
 }
 
 /// How many attempts have failed transiently so far (0 when never retried).

@@ -14,6 +14,7 @@ use lapin::{
     options::{BasicConsumeOptions, BasicGetOptions, BasicQosOptions},
     types::FieldTable,
 };
+use tokio_util::task::TaskTracker;
 
 use crate::helpers::{TestApp, test_settings, unique_id};
 
@@ -69,22 +70,25 @@ async fn acks_never_cover_a_running_or_requeued_delivery() {
     }
 
     let (ch, mut d) = deliveries(&app, &queue, 6).await;
-    let batcher = AckBatcher::default();
+    // The senders run on this tracker: waiting for it = every verdict sent.
+    let tracker = TaskTracker::new();
+    tracker.close();
+    let batcher = AckBatcher::new(tracker.clone());
     for m in &d {
         batcher.register(m.delivery_tag);
     }
     let settle = |m: &Delivery, v| batcher.settle(m.delivery_tag, v, m.acker.clone());
     // 0 and 5 are still running; 1, 3, 4 are done and 2 goes back: the acks
     // behind 0 go out at once and none of them covers 0 or 2.
-    futures_util::join!(
-        settle(&d[1], Verdict::Ack),
-        settle(&d[2], Verdict::Requeue),
-        settle(&d[3], Verdict::Ack),
-        settle(&d[4], Verdict::Ack),
-    );
+    settle(&d[1], Verdict::Ack);
+    settle(&d[2], Verdict::Requeue);
+    settle(&d[3], Verdict::Ack);
+    settle(&d[4], Verdict::Ack);
+    tracker.wait().await;
     // 0 finishes: its ack (a `multiple` one, leading the open deliveries)
     // must not cover 2, requeued, nor anything but 0.
-    settle(&d[0], Verdict::Ack).await;
+    settle(&d[0], Verdict::Ack);
+    tracker.wait().await;
     let _ = ch.close(200, "".into()).await;
     assert_eq!(
         left_in(&app, &queue, 2).await,
@@ -99,12 +103,16 @@ async fn acks_never_cover_a_running_or_requeued_delivery() {
     }
     let (ch, rest) = deliveries(&app, &queue, 4).await;
     d = rest;
-    let batcher = AckBatcher::default();
+    let batcher = AckBatcher::new(tracker.clone());
     for m in &d {
         batcher.register(m.delivery_tag);
     }
     let settle = |m: &Delivery| batcher.settle(m.delivery_tag, Verdict::Ack, m.acker.clone());
-    futures_util::join!(settle(&d[3]), settle(&d[1]), settle(&d[0]));
+    // One round: a `multiple` ack for 0-1, a plain one for 3 (2 is running).
+    settle(&d[3]);
+    settle(&d[1]);
+    settle(&d[0]);
+    tracker.wait().await;
     let _ = ch.close(200, "".into()).await;
     assert_eq!(
         left_in(&app, &queue, 1).await,
