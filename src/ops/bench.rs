@@ -237,16 +237,26 @@ pub fn process_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
     Ok((ticks / clock_ticks() as f64, hwm))
 }
 
-/// CPU seconds used so far by the local RabbitMQ (its `beam.smp` process),
-/// when it runs on this machine and /proc shows it.
-fn broker_cpu() -> Option<f64> {
+/// The local RabbitMQ server's CPU so far: (pid, seconds), when it runs on
+/// this machine and /proc shows it. `rabbitmqctl` runs in a `beam.smp` too;
+/// the server is the one that was started to boot `rabbit`.
+fn broker_cpu() -> Option<(u32, f64)> {
     let pid = std::fs::read_dir("/proc").ok()?.find_map(|e| {
         let e = e.ok()?;
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-        (comm.trim() == "beam.smp").then_some(pid)
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let boots_rabbit = args.windows(2).any(|w| w[0] == b"-s" && w[1] == b"rabbit");
+        (comm.trim() == "beam.smp" && boots_rabbit).then_some(pid)
     })?;
-    user_sys(pid).map(|(u, s)| u + s)
+    user_sys(pid).map(|(u, s)| (pid, u + s))
+}
+
+/// Broker CPU seconds between two readings of the same server process.
+fn broker_cpu_since(start: Option<(u32, f64)>) -> Option<f64> {
+    let (pid, before) = start?;
+    user_sys(pid).map(|(u, s)| u + s - before)
 }
 
 /// (user, system) CPU seconds of a process.
@@ -434,7 +444,6 @@ async fn measure_worker(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let broker1 = broker_cpu();
     let (cpu1, rss) = workers.usage();
     let split1 = workers
         .children
@@ -454,7 +463,7 @@ async fn measure_worker(
         cpu_seconds: cpu1 - cpu0,
         peak_rss_kib: rss,
         confirm_ms,
-        broker_cpu_seconds: broker0.zip(broker1).map(|(a, b)| b - a),
+        broker_cpu_seconds: broker_cpu_since(broker0),
     })
 }
 
@@ -558,7 +567,6 @@ async fn measure_bare(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let broker1 = broker_cpu();
     for ch in channels {
         let _ = ch.close(200, "bench".into()).await;
     }
@@ -572,7 +580,7 @@ async fn measure_bare(
         cpu_seconds: 0.0,
         peak_rss_kib: 0,
         confirm_ms: (count > 0).then(|| micros as f64 / 1e3 / count as f64),
-        broker_cpu_seconds: broker0.zip(broker1).map(|(a, b)| b - a),
+        broker_cpu_seconds: broker_cpu_since(broker0),
     })
 }
 
@@ -889,7 +897,7 @@ mod tests {
     /// the bench can account for its CPU.
     #[test]
     fn local_broker_cpu_is_found() {
-        let used = broker_cpu().expect("beam.smp of the local RabbitMQ in /proc");
+        let (_, used) = broker_cpu().expect("the local RabbitMQ server's beam.smp in /proc");
         assert!(used > 0.0, "a running broker has used some CPU: {used}");
     }
 }
