@@ -85,16 +85,22 @@ impl AckBatcher {
         })
     }
 
+    /// The state; a panic elsewhere never poisons it for good (nothing in
+    /// its critical sections can leave it half-changed).
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records a delivery, in delivery order, before it is handled.
     pub fn register(&self, tag: u64) {
-        self.state.lock().expect("ack state").open.insert(tag, None);
+        self.state().open.insert(tag, None);
     }
 
     /// Records the verdict of a registered delivery; unless a sender is
     /// running, starts one.
     pub fn settle(self: &Arc<Self>, tag: u64, verdict: Verdict, acker: Acker) {
         {
-            let mut state = self.state.lock().expect("ack state");
+            let mut state = self.state();
             state.open.insert(tag, Some((verdict, acker)));
             if state.sending {
                 return;
@@ -110,7 +116,7 @@ impl AckBatcher {
     async fn send_all(&self) {
         loop {
             let round = {
-                let mut state = self.state.lock().expect("ack state");
+                let mut state = self.state();
                 let round = take_round(&mut state.open);
                 if round.is_empty() {
                     state.sending = false;
