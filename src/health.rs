@@ -2,7 +2,13 @@
 //! whether Redis answers, and whether the process is shutting down. Written
 //! by the broker supervisor and the Redis probe, read by the HTTP server.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
 
 use serde::Serialize;
 
@@ -14,6 +20,12 @@ pub struct Health {
     redis: AtomicBool,
     stopping: AtomicBool,
     broker_reconnects: AtomicU64,
+    /// Publish targets (`queue "..."` / `exchange "..."`) found missing and
+    /// not published to successfully since.
+    missing_targets: Mutex<BTreeSet<String>>,
+    /// True while `missing_targets` is not empty: a successful publish
+    /// checks this instead of taking the lock.
+    any_missing: AtomicBool,
 }
 
 /// The readiness report, also the body of `/readyz`.
@@ -24,6 +36,9 @@ pub struct Readiness {
     pub redis: bool,
     pub stopping: bool,
     pub consuming: Vec<&'static str>,
+    /// Publish targets that do not exist (the worker cannot forward or
+    /// publish there); empty when all is well.
+    pub missing_targets: Vec<String>,
 }
 
 fn index(kind: QueueKind) -> usize {
@@ -48,6 +63,26 @@ impl Health {
     pub fn count_reconnect(&self) {
         self.broker_reconnects.fetch_add(1, Ordering::Relaxed);
     }
+    pub fn set_target_missing(&self, target: &str, missing: bool) {
+        if !missing && !self.any_missing.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut set = self
+            .missing_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if missing {
+            if set.insert(target.to_owned()) {
+                tracing::error!(
+                    target,
+                    "a publish target is missing: not ready until it exists"
+                );
+            }
+        } else if !set.is_empty() && set.remove(target) {
+            tracing::info!(target, "a missing publish target is back");
+        }
+        self.any_missing.store(!set.is_empty(), Ordering::Relaxed);
+    }
     pub fn reconnects(&self) -> u64 {
         self.broker_reconnects.load(Ordering::Relaxed)
     }
@@ -61,8 +96,16 @@ impl Health {
         let broker = consuming.len() == QueueKind::ALL.len();
         let redis = self.redis.load(Ordering::SeqCst);
         let stopping = self.stopping.load(Ordering::SeqCst);
+        let missing_targets: Vec<String> = self
+            .missing_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         Readiness {
-            ready: broker && redis && !stopping,
+            ready: broker && redis && !stopping && missing_targets.is_empty(),
+            missing_targets,
             broker,
             redis,
             stopping,

@@ -18,6 +18,7 @@
 //! | `axn_publish_failures_total` | queue | publishes the broker did not confirm (events, retries, dead letters, parking) |
 //! | `axn_broker_connected`, `axn_redis_connected` | | 1 while connected (and consuming) / answering |
 //! | `axn_broker_reconnects_total` | | broker sessions lost and re-established |
+//! | `axn_publish_targets_missing` | | publish targets (queues, the call-log exchange) found missing and not published to since; not ready while above 0 |
 //! | `axn_build_info` | version | always 1 |
 //!
 //! `queue` is the queue key (`xb_unbind`, `blacklist`, `phone_history`,
@@ -138,6 +139,7 @@ pub struct Metrics {
     broker_connected: Gauge,
     redis_connected: Gauge,
     broker_reconnects: Counter<u64, AtomicU64>,
+    targets_missing: Gauge,
     health: Arc<Health>,
 }
 
@@ -159,6 +161,7 @@ impl Metrics {
             broker_connected: Gauge::default(),
             redis_connected: Gauge::default(),
             broker_reconnects: Counter::default(),
+            targets_missing: Gauge::default(),
             health,
             registry: Registry::default(),
         };
@@ -233,6 +236,11 @@ impl Metrics {
             "Broker sessions lost and re-established",
             m.broker_reconnects.clone(),
         );
+        r.register(
+            "axn_publish_targets_missing",
+            "Publish targets found missing and not published to since",
+            m.targets_missing.clone(),
+        );
         let build = Family::<VersionLabel, Gauge>::default();
         build
             .get_or_create(&VersionLabel {
@@ -276,6 +284,7 @@ impl Metrics {
         let r = self.health.readiness();
         self.broker_connected.set(r.broker as i64);
         self.redis_connected.set(r.redis as i64);
+        self.targets_missing.set(r.missing_targets.len() as i64);
         let reconnects = self.health.reconnects();
         let seen = self.broker_reconnects.get();
         if reconnects > seen {

@@ -17,6 +17,10 @@ use crate::{
     store::Store,
 };
 
+/// What a shutdown may take beyond the grace period (closing the broker
+/// connection, the HTTP server) before the worker stops regardless.
+pub const STOP_MARGIN: Duration = Duration::from_secs(3);
+
 pub struct Application {
     settings: Arc<Settings>,
     listener: TcpListener,
@@ -104,22 +108,39 @@ impl Application {
             internal.clone(),
         ));
 
-        let result = Broker::new(
+        let broker = Broker::new(
             Arc::clone(&settings),
             store,
             Arc::clone(&health),
             metrics,
             instance.as_deref(),
         )
-        .run(shutdown.clone())
-        .await;
+        .run(shutdown.clone());
+        // Every step of the shutdown has its own deadline; this one bounds
+        // them all, whatever the broker does.
+        let limit = Duration::from_secs(settings.shutdown.grace_period_secs) + STOP_MARGIN;
+        let result = tokio::select! {
+            r = broker => r,
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(limit).await } => {
+                tracing::error!(
+                    limit_secs = limit.as_secs(),
+                    "shutdown did not finish in time (the broker does not answer?): stopping anyway; unfinished messages return to their queues when the connection drops"
+                );
+                Ok(())
+            }
+        };
         health.set_stopping();
         internal.cancel();
         let _ = probe.await;
-        match http.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server failed"),
-            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+        let http_abort = http.abort_handle();
+        match tokio::time::timeout(STOP_MARGIN, http).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Err(_) => {
+                http_abort.abort();
+                tracing::warn!("HTTP connections still open at shutdown: dropped");
+            }
         }
         result.context("The worker cannot run with this broker topology")?;
         tracing::info!("axn-worker stopped");

@@ -19,18 +19,18 @@ use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Channel,
+    Channel,
     message::Delivery,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
-    types::{AMQPValue, FieldTable, ShortString},
+    types::FieldTable,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use super::{
     acks::{AckBatcher, Verdict},
+    headers::{self, Forward, History},
     ordering::Sequencer,
-    publisher::Publisher,
 };
 use crate::{
     config::{QueueKind, QueueSettings},
@@ -39,18 +39,6 @@ use crate::{
     metrics::QueueMetrics,
     phone::mask_digits_in,
 };
-
-/// Header counting the attempts that failed transiently so far. Our own: the
-/// broker owns `x-` headers (and no longer counts a client-set `x-death`).
-pub const ATTEMPTS_HEADER: &str = "axn-attempts";
-/// Dead-letter and parking headers.
-pub const REASON_HEADER: &str = "axn-reason";
-pub const ERROR_HEADER: &str = "axn-error";
-pub const ORIGINAL_QUEUE_HEADER: &str = "axn-original-queue";
-/// RFC 3339 time of the failure that sent the message where it is.
-pub const FAILED_AT_HEADER: &str = "axn-failed-at";
-/// RFC 3339 time of the message's first failure (kept across retries).
-pub const FIRST_FAILED_AT_HEADER: &str = "axn-first-failed-at";
 
 /// An input queue: its settings and its ordering state, shared across
 /// reconnections.
@@ -117,10 +105,15 @@ pub async fn consume(
     health.set_consuming(q.kind, false);
     if result.is_ok() {
         // Stop deliveries; those already prefetched go back when the
-        // channel closes.
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
+        // channel closes. A broker that does not answer does not hold the
+        // shutdown: the cancel is given a few seconds.
+        let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+        if tokio::time::timeout(super::CLOSE_TIMEOUT, cancel)
+            .await
+            .is_err()
+        {
+            tracing::warn!(queue = %queue, "the broker did not confirm the consumer's cancel in time");
+        }
     }
     result
 }
@@ -135,7 +128,13 @@ fn dispatch(
     q.metrics.received();
     acks.register(delivery.delivery_tag);
     let acks = Arc::clone(acks);
-    let attempt = failed_attempts(&delivery.properties) + 1;
+    let history = headers::history(
+        &delivery.properties,
+        &delivery.data,
+        &q.settings.name,
+        ctx.store.cached_signing_key().as_ref(),
+    );
+    let attempt = history.attempts.saturating_add(1);
     let span = tracing::info_span!(
         "message",
         queue = %q.kind,
@@ -146,16 +145,16 @@ fn dispatch(
     let q = Arc::clone(q);
     match handlers::parse(q.kind, &delivery.data, q.settings.max_body_bytes) {
         Err(e) => {
-            let publisher = ctx.publisher.clone();
+            let ctx = ctx.clone();
             q.metrics.handled("permanent", 0.0);
             tracker.spawn(
                 async move {
                     settle(
                         &q,
-                        &publisher,
+                        &ctx,
                         &acks,
                         delivery,
-                        attempt,
+                        &history,
                         vec![Part::whole(Outcome::Failed(e))],
                     )
                     .await
@@ -172,17 +171,16 @@ fn dispatch(
                 turn.ready().await;
                 let started = std::time::Instant::now();
                 let timeout = q.settings.timeout();
-                let parts =
-                    match tokio::time::timeout(timeout, Box::pin(handlers::apply(job, &ctx))).await
-                    {
-                        Ok(parts) => parts,
-                        Err(_) => vec![Part::whole(Outcome::Failed(HandlerError::transient(
-                            format!("handler timed out after {} s", timeout.as_secs()),
-                        )))],
-                    };
+                let applying = Box::pin(handlers::apply(job, &ctx, &history));
+                let parts = match tokio::time::timeout(timeout, applying).await {
+                    Ok(parts) => parts,
+                    Err(_) => vec![Part::whole(Outcome::Failed(HandlerError::transient(
+                        format!("handler timed out after {} s", timeout.as_secs()),
+                    )))],
+                };
                 q.metrics
                     .handled(outcome_label(&parts), started.elapsed().as_secs_f64());
-                Box::pin(settle(&q, &ctx.publisher, &acks, delivery, attempt, parts)).await;
+                Box::pin(settle(&q, &ctx, &acks, delivery, &history, parts)).await;
                 drop(turn);
             }
             .instrument(span);
@@ -211,13 +209,14 @@ fn outcome_label(parts: &[Part]) -> &'static str {
 /// Takes the delivery by value: it is acked or nacked exactly once.
 pub async fn settle(
     rt: &QueueRuntime,
-    publisher: &Publisher,
+    ctx: &Ctx,
     acks: &Arc<AckBatcher>,
     delivery: Delivery,
-    attempt: u32,
+    history: &History,
     parts: Vec<Part>,
 ) {
     let (q, metrics) = (&rt.settings, &rt.metrics);
+    let attempt = history.attempts.saturating_add(1);
     let mut durable = true;
     for part in &parts {
         let body = part.body.as_deref().unwrap_or(&delivery.data);
@@ -259,9 +258,23 @@ pub async fn settle(
             }
         };
         if let Some((to, reason, error, attempts)) = forward {
-            let props =
-                forwarded_properties(&delivery.properties, &q.name, reason, &error, attempts);
-            if let Err(e) = publisher.publish("", &to, body, props).await {
+            let key = ctx.store.signing_key().await;
+            let props = headers::forwarded_properties(
+                &delivery.properties,
+                body,
+                &q.name,
+                history,
+                &Forward {
+                    queue: &to,
+                    reason,
+                    error: &error,
+                    attempts,
+                    confirmed_call_id: part.confirmed_call_id.as_deref(),
+                },
+                key.as_ref(),
+                ctx.publisher.frame_max(),
+            );
+            if let Err(e) = ctx.publisher.publish("", &to, body, props).await {
                 metrics.publish_failed();
                 tracing::error!(error = %e, to = %to, "could not move the message: it goes back to its queue");
                 durable = false;
@@ -278,134 +291,4 @@ pub async fn settle(
         Verdict::Requeue
     };
     acks.settle(delivery.delivery_tag, verdict, delivery.acker);
-}
-
-/// How many attempts have failed transiently so far (0 when never retried).
-pub fn failed_attempts(props: &BasicProperties) -> u32 {
-    let Some(value) = props
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(ATTEMPTS_HEADER))
-    else {
-        return 0;
-    };
-    let n: i64 = match value {
-        AMQPValue::ShortShortInt(v) => (*v).into(),
-        AMQPValue::ShortShortUInt(v) => (*v).into(),
-        AMQPValue::ShortInt(v) => (*v).into(),
-        AMQPValue::ShortUInt(v) => (*v).into(),
-        AMQPValue::LongInt(v) => (*v).into(),
-        AMQPValue::LongUInt(v) => (*v).into(),
-        AMQPValue::LongLongInt(v) => *v,
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes())
-            .trim()
-            .parse()
-            .unwrap_or(0),
-        _ => 0,
-    };
-    n.clamp(0, u32::MAX as i64 / 2) as u32
-}
-
-/// Properties of a message moved to a retry, dead-letter or parking queue:
-/// the producer's properties that matter downstream, persistent, and our
-/// headers. `user_id` and `expiration` are dropped on purpose: the broker
-/// rejects a foreign user_id, and a dead letter must not expire.
-fn forwarded_properties(
-    orig: &BasicProperties,
-    queue: &str,
-    reason: &str,
-    error: &str,
-    attempts: u32,
-) -> BasicProperties {
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let mut headers = orig.headers().clone().unwrap_or_default();
-    let first_failed = headers
-        .inner()
-        .get(FIRST_FAILED_AT_HEADER)
-        .cloned()
-        .unwrap_or_else(|| AMQPValue::LongString(now.as_str().into()));
-    let text = |s: &str| AMQPValue::LongString(s.into());
-    headers.insert(
-        ATTEMPTS_HEADER.into(),
-        AMQPValue::LongLongInt(attempts as i64),
-    );
-    headers.insert(REASON_HEADER.into(), text(reason));
-    headers.insert(
-        ERROR_HEADER.into(),
-        text(&crate::phone::mask_digits_in(error)),
-    );
-    headers.insert(ORIGINAL_QUEUE_HEADER.into(), text(queue));
-    headers.insert(FAILED_AT_HEADER.into(), text(&now));
-    headers.insert(FIRST_FAILED_AT_HEADER.into(), first_failed);
-
-    let mut p = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_headers(headers);
-    let copy = |v: &Option<ShortString>| v.clone();
-    if let Some(v) = copy(orig.content_type()) {
-        p = p.with_content_type(v);
-    }
-    if let Some(v) = copy(orig.content_encoding()) {
-        p = p.with_content_encoding(v);
-    }
-    if let Some(v) = copy(orig.message_id()) {
-        p = p.with_message_id(v);
-    }
-    if let Some(v) = copy(orig.correlation_id()) {
-        p = p.with_correlation_id(v);
-    }
-    if let Some(v) = copy(orig.kind()) {
-        p = p.with_type(v);
-    }
-    if let Some(v) = copy(orig.app_id()) {
-        p = p.with_app_id(v);
-    }
-    if let Some(v) = *orig.timestamp() {
-        p = p.with_timestamp(v);
-    }
-    if let Some(v) = *orig.priority() {
-        p = p.with_priority(v);
-    }
-    p
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attempts_header_round_trips_and_first_failure_is_kept() {
-        let orig = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_user_id("producer".into());
-        assert_eq!(failed_attempts(&orig), 0);
-        let once = forwarded_properties(&orig, "q", "transient", "redis: down 13988888888", 1);
-        assert_eq!(failed_attempts(&once), 1);
-        assert_eq!(once.user_id(), &None);
-        assert_eq!(once.delivery_mode(), &Some(2));
-        let headers = once.headers().clone().unwrap();
-        let first = headers.inner().get(FIRST_FAILED_AT_HEADER).cloned();
-        assert_eq!(
-            headers.inner().get(ERROR_HEADER),
-            Some(&AMQPValue::LongString("redis: down 139****8888".into()))
-        );
-        let twice = forwarded_properties(&once, "q", "transient", "again", 2);
-        assert_eq!(failed_attempts(&twice), 2);
-        assert_eq!(
-            twice
-                .headers()
-                .clone()
-                .unwrap()
-                .inner()
-                .get(FIRST_FAILED_AT_HEADER)
-                .cloned(),
-            first
-        );
-        let mut h = FieldTable::default();
-        h.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongString("3".into()));
-        assert_eq!(
-            failed_attempts(&BasicProperties::default().with_headers(h)),
-            3
-        );
-    }
 }

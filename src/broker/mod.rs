@@ -14,6 +14,7 @@
 
 pub mod acks;
 pub mod consumer;
+pub mod headers;
 pub mod ordering;
 pub mod publisher;
 pub mod topology;
@@ -39,6 +40,20 @@ use publisher::Publisher;
 pub enum BrokerError {
     #[error(transparent)]
     Topology(#[from] topology::TopologyError),
+}
+
+/// How long each closing step (a consumer's cancel, closing channels and the
+/// connection) may wait for a broker that does not answer.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Closes `conn` (and its channels), waiting at most [`CLOSE_TIMEOUT`].
+async fn close_within(conn: &Connection, text: &str) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, text.into()))
+        .await
+        .is_err()
+    {
+        tracing::warn!("the broker did not answer the connection close in time");
+    }
 }
 
 /// Why a session ended.
@@ -166,12 +181,19 @@ impl Broker {
         let conn = tokio::select! {
             _ = shutdown.cancelled() => return SessionEnd::Shutdown,
             c = connect(&self.settings, &self.name) => match c {
-                Ok(c) => c,
+                Ok(c) => Arc::new(c),
                 Err(e) => return lost(format!("{e:#}")),
             },
         };
-        if let Err(e) = topology::declare(&conn, &self.settings).await {
-            let _ = conn.close(200, "topology failed".into()).await;
+        let declared = tokio::select! {
+            _ = shutdown.cancelled() => {
+                close_within(&conn, "axn-worker shutting down").await;
+                return SessionEnd::Shutdown;
+            }
+            d = topology::declare(&conn, &self.settings) => d,
+        };
+        if let Err(e) = declared {
+            close_within(&conn, "topology failed").await;
             return if e.is_fatal() {
                 SessionEnd::Fatal(e.into())
             } else {
@@ -183,11 +205,21 @@ impl Broker {
         let mut consumers = JoinSet::new();
         // Kept to close them after the drain: in-flight messages ack on them.
         let mut open_channels = Vec::new();
+        // Warm the header-signing key (if Redis answers now; else on first use).
+        let _ = self.store.signing_key().await;
+        let own_queues = topology::specs(&self.settings);
         for q in &self.queues {
             let channels = async {
-                Ok::<_, lapin::Error>((conn.create_channel().await?, conn.create_channel().await?))
+                let consume = conn.create_channel().await?;
+                let publisher = Publisher::on_connection(
+                    Arc::clone(&conn),
+                    own_queues.clone(),
+                    Arc::clone(&self.health),
+                )
+                .await?;
+                Ok::<_, lapin::Error>((consume, publisher))
             };
-            let (consume_channel, publish_channel) = match channels.await {
+            let (consume_channel, publisher) = match channels.await {
                 Ok(c) => c,
                 Err(e) => {
                     stop.cancel();
@@ -195,14 +227,6 @@ impl Broker {
                 }
             };
             open_channels.push(consume_channel.clone());
-            open_channels.push(publish_channel.clone());
-            let publisher = match Publisher::new(publish_channel).await {
-                Ok(p) => p,
-                Err(e) => {
-                    stop.cancel();
-                    return lost(e.to_string());
-                }
-            };
             let ctx = Ctx {
                 store: self.store.clone(),
                 publisher,
@@ -233,14 +257,17 @@ impl Broker {
             None => {
                 self.health.set_broker_down();
                 self.drain().await;
-                for channel in open_channels {
-                    let _ = channel.close(200, "axn-worker shutting down".into()).await;
-                }
-                let _ = conn.close(200, "axn-worker shutting down".into()).await;
+                let channels = async {
+                    for channel in open_channels {
+                        let _ = channel.close(200, "axn-worker shutting down".into()).await;
+                    }
+                };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, channels).await;
+                close_within(&conn, "axn-worker shutting down").await;
                 SessionEnd::Shutdown
             }
             Some(error) => {
-                let _ = conn.close(200, "axn-worker reconnecting".into()).await;
+                close_within(&conn, "axn-worker reconnecting").await;
                 SessionEnd::Lost {
                     error,
                     established: true,

@@ -102,39 +102,43 @@ fn spec(q: &QueueSettings, name: String, mut arguments: FieldTable) -> QueueSpec
 pub async fn declare(conn: &Connection, settings: &Settings) -> Result<(), TopologyError> {
     let channel: Channel = conn.create_channel().await?;
     for s in specs(settings) {
-        let options = QueueDeclareOptions {
-            passive: s.passive,
-            durable: true,
-            ..Default::default()
-        };
-        if let Err(e) = channel
-            .queue_declare(s.name.as_str().into(), options, s.arguments.clone())
-            .await
-        {
-            let text = e.to_string();
-            let reason = if text.contains("NOT_FOUND")
-                || text.contains("NOT-FOUND")
-                || text.contains("no queue")
-            {
-                Some("it does not exist, and passive = true forbids creating it".to_owned())
-            } else if text.contains("PRECONDITION") || text.contains("inequivalent") {
-                Some(format!(
-                    "it exists with other arguments (queue_type or retry delays changed?): {text}"
-                ))
-            } else {
-                None
-            };
-            return Err(match reason {
-                Some(reason) => TopologyError::Unusable {
-                    queue: s.name,
-                    reason,
-                },
-                None => TopologyError::Broker(e),
-            });
-        }
+        declare_one(&channel, &s).await?;
     }
     let _ = channel.close(200, "topology declared".into()).await;
     Ok(())
+}
+
+/// Declares (or checks, when passive) one queue on `channel`.
+pub async fn declare_one(channel: &Channel, s: &QueueSpec) -> Result<(), TopologyError> {
+    let options = QueueDeclareOptions {
+        passive: s.passive,
+        durable: true,
+        ..Default::default()
+    };
+    let Err(e) = channel
+        .queue_declare(s.name.as_str().into(), options, s.arguments.clone())
+        .await
+    else {
+        return Ok(());
+    };
+    let text = e.to_string();
+    let reason =
+        if text.contains("NOT_FOUND") || text.contains("NOT-FOUND") || text.contains("no queue") {
+            Some("it does not exist, and passive = true forbids creating it".to_owned())
+        } else if text.contains("PRECONDITION") || text.contains("inequivalent") {
+            Some(format!(
+                "it exists with other arguments (queue_type or retry delays changed?): {text}"
+            ))
+        } else {
+            None
+        };
+    Err(match reason {
+        Some(reason) => TopologyError::Unusable {
+            queue: s.name.clone(),
+            reason,
+        },
+        None => TopologyError::Broker(e),
+    })
 }
 
 #[cfg(test)]

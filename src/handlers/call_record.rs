@@ -5,14 +5,28 @@
 //! `callId`.
 //!
 //! # Once per callId
-//! A script checks the dedupe mark `PrivateNumber_calllog:<callId>` and, when
-//! there is none, finds the binding and claims the callId with a lease (a
-//! token, expiring after the handler timeout) in one step. Only the claim's
-//! holder publishes; after the broker confirms, the mark becomes `1` for the
-//! dedupe TTL. A second copy that meets a lease is retried later; one that
-//! meets `1` is acknowledged without publishing. The one way to publish twice
-//! is a crash (or a Redis outage longer than the handler timeout) between the
-//! confirm and the mark; downstream can drop that copy by `message_id`.
+//! 1. **Claim.** A script checks the dedupe mark `PrivateNumber_calllog:<callId>`
+//!    and, when there is none, finds the binding and claims the callId with a
+//!    lease (a token, expiring after the handler timeout) in one step. A copy
+//!    that meets `1` is acknowledged without publishing; one that meets a
+//!    lease is retried later.
+//! 2. **Publish.** Only the claim's holder publishes. The publish and its
+//!    confirm run in a task of their own, which the handler timeout does not
+//!    cut short, and which renews the lease every third of its length until
+//!    the broker answers: a lease cannot expire while its publish may still be
+//!    confirmed (a broker alarm that blocks publishes for minutes included).
+//!    A publish the broker certainly did not route (nack, unroutable, missing
+//!    exchange) releases the lease; one whose fate is unknown (the connection
+//!    died before the confirm) keeps it until it expires.
+//! 3. **Commit.** After the confirm the mark becomes `1` for the dedupe TTL.
+//!    If Redis refuses the write, the record is retried with the signed header
+//!    `axn-call-log-confirmed: <callId>`; the retry writes the mark and never
+//!    publishes, however long the refusal lasts.
+//!
+//! What remains is the contract's one allowed duplicate: a crash (of the
+//! process, or of the broker connection before the confirm arrives) after
+//! the broker routed the event and before the mark. Downstream drops that
+//! copy by `message_id`. The argument is written out in docs/reliability.md.
 //!
 //! Aliyun's SecretReport field names are accepted as they are, and a body
 //! that is a JSON array is handled record by record.
@@ -30,7 +44,7 @@ use lapin::BasicProperties;
 use serde_json::Value;
 
 use super::{Ctx, HandlerError, Outcome, Part, Reason, fields::Fields, kind_of};
-use crate::store::Claim;
+use crate::{phone::mask_digits_in, store::Claim};
 
 /// One call record. Only `sub_id` and `call_id` matter to the effect; the
 /// rest is carried for logs.
@@ -112,26 +126,58 @@ pub fn parse(value: Value) -> Result<Batch, HandlerError> {
     }
 }
 
-pub async fn apply(batch: Batch, ctx: &Ctx) -> Vec<Part> {
+/// Applies each record; `confirmed` is the callId whose event an earlier
+/// attempt saw confirmed (signed header), which is committed, not published.
+pub async fn apply(batch: Batch, ctx: &Ctx, confirmed: Option<&str>) -> Vec<Part> {
     let mut parts = Vec::with_capacity(batch.0.len());
     for item in batch.0 {
-        let outcome = match item.record {
-            Err(e) => Outcome::Failed(e),
+        let (outcome, confirmed_call_id) = match item.record {
+            Err(e) => (Outcome::Failed(e), None),
+            Ok(record) if confirmed == Some(record.call_id.as_str()) => {
+                match commit(ctx, &record.call_id).await {
+                    Ok(()) => (Outcome::Applied("committed"), None),
+                    Err(e) => (Outcome::Failed(e), Some(record.call_id)),
+                }
+            }
             Ok(record) => match apply_record(&record, ctx).await {
-                Ok(o) => o,
-                Err(e) => Outcome::Failed(e),
+                Ok(o) => (o, None),
+                Err(Failure { error, confirmed }) => {
+                    (Outcome::Failed(error), confirmed.then_some(record.call_id))
+                }
             },
         };
         parts.push(Part {
             body: item.body,
             outcome,
+            confirmed_call_id,
         });
     }
     parts
 }
 
-#[tracing::instrument(name = "call_record", level = "debug", skip_all, fields(call_id = %r.call_id, sub_id = %r.sub_id))]
-async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, HandlerError> {
+/// A record that failed; `confirmed` when its event is confirmed already.
+struct Failure {
+    error: HandlerError,
+    confirmed: bool,
+}
+
+impl From<HandlerError> for Failure {
+    fn from(error: HandlerError) -> Self {
+        Failure {
+            error,
+            confirmed: false,
+        }
+    }
+}
+
+impl From<redis::RedisError> for Failure {
+    fn from(e: redis::RedisError) -> Self {
+        HandlerError::from(e).into()
+    }
+}
+
+#[tracing::instrument(name = "call_record", level = "debug", skip_all, fields(call_id = %mask_digits_in(&r.call_id), sub_id = %mask_digits_in(&r.sub_id)))]
+async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, Failure> {
     let token = claim_token();
     let binding = match ctx
         .store
@@ -142,8 +188,9 @@ async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, HandlerError
         Claim::Unattributed => return Ok(Outcome::Parked),
         Claim::Busy => {
             return Err(HandlerError::transient(
-                "another worker holds this callId's publish lease; retrying later",
-            ));
+                "another attempt holds this callId's publish lease; retrying later",
+            )
+            .into());
         }
         Claim::Claimed(binding) => binding,
     };
@@ -151,31 +198,73 @@ async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, HandlerError
         Ok(event) => event,
         Err(e) => {
             release(ctx, &r.call_id, &token).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
+    // Its own task: if the handler times out, the publication still ends
+    // with a confirm (and the mark) or a release, holding its lease meanwhile.
+    let publication = tokio::spawn(publish_and_commit(
+        ctx.clone(),
+        r.call_id.clone(),
+        token,
+        event,
+    ));
+    match publication.await {
+        Ok(Ok(())) => Ok(Outcome::Applied("published")),
+        Ok(Err(failure)) => Err(failure),
+        Err(join) => {
+            Err(HandlerError::transient(format!("the publish task failed: {join}")).into())
+        }
+    }
+}
+
+async fn publish_and_commit(
+    ctx: Ctx,
+    call_id: String,
+    token: String,
+    event: Vec<u8>,
+) -> Result<(), Failure> {
     let out = &ctx.settings.publish.call_log;
     let props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
-        .with_message_id(r.call_id.as_str().into());
+        .with_message_id(call_id.as_str().into());
     let published_at = std::time::Instant::now();
-    if let Err(e) = ctx
+    let publish = ctx
         .publisher
-        .publish(&out.exchange, &out.routing_key, &event, props)
-        .await
-    {
-        ctx.metrics
-            .publish_failed(crate::config::QueueKind::CallRecord);
-        release(ctx, &r.call_id, &token).await;
-        return Err(HandlerError::transient(format!(
-            "call-log event not confirmed: {e}"
-        )));
+        .publish(&out.exchange, &out.routing_key, &event, props);
+    tokio::pin!(publish);
+    let every = (ctx.timeout / 3).max(Duration::from_millis(100));
+    let result = loop {
+        tokio::select! {
+            r = &mut publish => break r,
+            _ = tokio::time::sleep(every) => {
+                match ctx.store.renew_call(&call_id, &token, ctx.timeout).await {
+                    Ok(true) => tracing::debug!("publish lease renewed while waiting for the confirm"),
+                    Ok(false) => tracing::warn!("the publish lease was lost while waiting for the confirm"),
+                    Err(e) => tracing::warn!(error = %e, "could not renew the publish lease"),
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => {
+            ctx.metrics
+                .call_log_published(published_at.elapsed().as_secs_f64());
+            commit(&ctx, &call_id).await.map_err(|error| Failure {
+                error,
+                confirmed: true,
+            })
+        }
+        Err(e) => {
+            ctx.metrics
+                .publish_failed(crate::config::QueueKind::CallRecord);
+            if e.definitely_not_published() {
+                release(&ctx, &call_id, &token).await;
+            }
+            Err(HandlerError::transient(format!("call-log event not confirmed: {e}")).into())
+        }
     }
-    ctx.metrics
-        .call_log_published(published_at.elapsed().as_secs_f64());
-    commit(ctx, &r.call_id).await?;
-    Ok(Outcome::Applied("published"))
 }
 
 /// The two fields of an XB binding that the event needs; the binding's other
@@ -214,13 +303,13 @@ pub fn call_log_event(binding: &str) -> Result<Vec<u8>, HandlerError> {
     Ok(format!(r#"{{"user":{user},"houseid":{house}}}"#).into_bytes())
 }
 
-/// Marks the callId as published. The event is already confirmed, so the mark
-/// is retried for a while rather than letting a retry publish it again.
+/// Marks the callId as published. The event is already confirmed: a few
+/// quick tries, then the record is retried as confirmed (see the module).
 async fn commit(ctx: &Ctx, call_id: &str) -> Result<(), HandlerError> {
     let ttl = ctx.settings.redis.calllog_dedupe_ttl_secs;
     let mut delay = Duration::from_millis(100);
     let mut last = None;
-    for _ in 0..6 {
+    for _ in 0..3 {
         match ctx.store.commit_call(call_id, ttl).await {
             Ok(()) => return Ok(()),
             Err(e) => last = Some(e),

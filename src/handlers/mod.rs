@@ -22,7 +22,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use serde_json::Value;
 
 use crate::{
-    broker::publisher::Publisher,
+    broker::{headers::History, publisher::Publisher},
     config::{QueueKind, Settings},
     store::Store,
 };
@@ -130,6 +130,10 @@ pub enum Outcome {
 pub struct Part {
     pub body: Option<Vec<u8>>,
     pub outcome: Outcome,
+    /// Set when this part's call-log event was confirmed but its dedupe mark
+    /// could not be written: the retry copy carries it (signed), so the retry
+    /// writes the mark instead of publishing again.
+    pub confirmed_call_id: Option<String>,
 }
 
 impl Part {
@@ -137,6 +141,7 @@ impl Part {
         Part {
             body: None,
             outcome,
+            confirmed_call_id: None,
         }
     }
 }
@@ -222,8 +227,9 @@ pub(crate) fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// Applies a parsed message; never panics, never acks.
-pub async fn apply(job: Job, ctx: &Ctx) -> Vec<Part> {
+/// Applies a parsed message; never panics, never acks. `history` is what the
+/// worker itself recorded on an earlier attempt (signed headers).
+pub async fn apply(job: Job, ctx: &Ctx, history: &History) -> Vec<Part> {
     let whole = |r: Result<&'static str, HandlerError>| {
         vec![Part::whole(match r {
             Ok(label) => Outcome::Applied(label),
@@ -234,7 +240,9 @@ pub async fn apply(job: Job, ctx: &Ctx) -> Vec<Part> {
         Job::XbUnbind(m) => whole(xb_unbind::apply(&m, ctx).await),
         Job::Blacklist(m) => whole(blacklist::apply(&m, ctx).await),
         Job::PhoneChange(m) => whole(phone_history::apply(&m, ctx).await),
-        Job::CallRecords(b) => call_record::apply(b, ctx).await,
+        Job::CallRecords(b) => {
+            call_record::apply(b, ctx, history.confirmed_call_id.as_deref()).await
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    broker::{self, consumer::REASON_HEADER, publisher::Publisher, topology},
+    broker::{self, headers::REASON_HEADER, publisher::Publisher, topology},
     config::{QueueKind, Settings},
     phone::mask_digits_in,
     startup::Application,

@@ -19,20 +19,16 @@ use lapin::{
 use crate::{
     broker::{
         self,
-        consumer::{
-            ATTEMPTS_HEADER, ERROR_HEADER, FAILED_AT_HEADER, FIRST_FAILED_AT_HEADER,
-            ORIGINAL_QUEUE_HEADER, REASON_HEADER,
+        headers::{
+            ATTEMPTS_HEADER, CONFIRMED_HEADER, ERROR_HEADER, FAILED_AT_HEADER,
+            FIRST_FAILED_AT_HEADER, HEADERS_CUT_HEADER, ORIGINAL_QUEUE_HEADER, REASON_HEADER,
+            REPLAYED_AT_HEADER, REPLAYED_FROM_HEADER, SIGNATURE_HEADER,
         },
         publisher::Publisher,
     },
     config::Settings,
     phone,
 };
-
-/// Header naming the queue a replayed message came from.
-pub const REPLAYED_FROM_HEADER: &str = "axn-replayed-from";
-/// RFC 3339 time of the replay.
-pub const REPLAYED_AT_HEADER: &str = "axn-replayed-at";
 
 /// A dead-lettered (or parked) message as an operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -134,8 +130,12 @@ pub fn replay_properties(props: &BasicProperties, from: &str) -> BasicProperties
                 FAILED_AT_HEADER,
                 FIRST_FAILED_AT_HEADER,
                 ORIGINAL_QUEUE_HEADER,
+                CONFIRMED_HEADER,
+                HEADERS_CUT_HEADER,
+                SIGNATURE_HEADER,
             ]
-            .contains(&k.as_str());
+            .contains(&k.as_str())
+                || k.as_str().to_ascii_lowercase().starts_with("x-");
             if !drop {
                 headers.insert(k.clone(), v.clone());
             }
@@ -217,7 +217,7 @@ mod tests {
         assert!(!headers.contains_key(ATTEMPTS_HEADER) && !headers.contains_key(REASON_HEADER));
         assert!(headers.contains_key("trace-id") && headers.contains_key(REPLAYED_AT_HEADER));
         assert_eq!(out.message_id().as_ref().map(|s| s.as_str()), Some("m1"));
-        assert_eq!(crate::broker::consumer::failed_attempts(&out), 0);
+        assert!(!headers.contains_key(SIGNATURE_HEADER));
     }
 
     #[test]

@@ -53,6 +53,13 @@ impl Keys {
     pub fn phone_user(&self) -> String {
         self.k("PrivateNumber_phone_user")
     }
+    /// string: the key (hex) that signs the worker's own headers on the
+    /// copies it forwards (`broker::headers`), shared by every replica;
+    /// created by the first worker that needs it. Not in the contract's
+    /// table: nobody else reads it.
+    pub fn signing_key(&self) -> String {
+        self.k("axn_worker_signing_key")
+    }
     /// string: the call record dedupe mark (`1`, or a publish lease).
     pub fn calllog(&self, call_id: &str) -> String {
         self.k(&format!("PrivateNumber_calllog:{call_id}"))

@@ -23,6 +23,7 @@ use tokio::sync::OnceCell;
 pub use keys::Keys;
 
 use crate::{
+    broker::headers::SigningKey,
     config::{RedisSettings, RedisUrl},
     mapping,
 };
@@ -37,6 +38,8 @@ static PHONE_TO_UID: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/phone_to_uid.lua")));
 static CALL_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/call_release.lua")));
+static CALL_RENEW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/call_renew.lua")));
 static AXS_CLEAR: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/axs_clear.lua")));
 static HDEL_IF: LazyLock<Script> =
@@ -119,6 +122,8 @@ impl ConnectionLike for Conn {
 pub struct Store {
     backend: Backend,
     keys: Keys,
+    /// The header-signing key, once read from Redis (it never changes).
+    signing_key: Arc<std::sync::OnceLock<SigningKey>>,
 }
 
 impl Store {
@@ -158,6 +163,7 @@ impl Store {
         Ok(Store {
             backend,
             keys: Keys::new(settings.key_prefix.clone()),
+            signing_key: Default::default(),
         })
     }
 
@@ -180,6 +186,47 @@ impl Store {
                 Ok(Conn::Cluster(c.clone()))
             }
         }
+    }
+
+    /// The header-signing key if it has been read already (no I/O).
+    pub fn cached_signing_key(&self) -> Option<SigningKey> {
+        self.signing_key.get().cloned()
+    }
+
+    /// The header-signing key: read once from Redis, created there (SET NX,
+    /// 32 random bytes) by the first worker that needs it. `None` while Redis
+    /// cannot be reached: copies are then forwarded unsigned, and their
+    /// history counts as none.
+    pub async fn signing_key(&self) -> Option<SigningKey> {
+        if let Some(k) = self.signing_key.get() {
+            return Some(k.clone());
+        }
+        let read = async {
+            let mut c = self.conn().await?;
+            let key = self.keys.signing_key();
+            let fresh: String = {
+                use rand::RngCore as _;
+                let mut bytes = [0u8; 32];
+                rand::rng().fill_bytes(&mut bytes);
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            };
+            let _: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(&fresh)
+                .arg("NX")
+                .query_async(&mut c)
+                .await?;
+            c.get::<_, Option<String>>(&key).await
+        };
+        let text = match tokio::time::timeout(Duration::from_secs(2), read).await {
+            Ok(Ok(Some(text))) => text,
+            _ => return None,
+        };
+        let bytes: Vec<u8> = (0..text.len() / 2)
+            .filter_map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        let key: [u8; 32] = bytes.try_into().ok()?;
+        Some(self.signing_key.get_or_init(|| SigningKey(key)).clone())
     }
 
     pub async fn ping(&self) -> redis::RedisResult<()> {
@@ -386,6 +433,24 @@ impl Store {
     pub async fn commit_call(&self, call_id: &str, ttl_secs: u64) -> redis::RedisResult<()> {
         let mut c = self.conn().await?;
         c.set_ex(self.keys.calllog(call_id), "1", ttl_secs).await
+    }
+
+    /// Extends a publish lease to `lease` from now if `token` still holds it;
+    /// false when it does not (expired, or another attempt's).
+    pub async fn renew_call(
+        &self,
+        call_id: &str,
+        token: &str,
+        lease: Duration,
+    ) -> redis::RedisResult<bool> {
+        let mut c = self.conn().await?;
+        let n: i64 = CALL_RENEW
+            .key(self.keys.calllog(call_id))
+            .arg(token)
+            .arg(lease.as_millis().max(1) as u64)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
     }
 
     pub async fn release_call(&self, call_id: &str, token: &str) -> redis::RedisResult<()> {

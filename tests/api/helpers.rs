@@ -412,22 +412,34 @@ impl TestApp {
 
     /// GET `path` on the worker's HTTP server: (status, body).
     pub async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        let mut s = tokio::net::TcpStream::connect(self.addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-            .await?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await?;
-        let status = buf
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = buf
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        try_get(self.addr, path).await
     }
+}
+
+/// GET `path` on `addr` over HTTP/1.0: (status, body).
+pub async fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// [`try_get`] that must succeed.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    try_get(addr, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"))
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_axn-worker");
@@ -446,6 +458,7 @@ pub fn env_for(s: &Settings) -> Vec<(String, String)> {
         env.push((at("TIMEOUT_SECS"), q.timeout_secs.to_string()));
         env.push((at("CONCURRENCY"), q.concurrency.to_string()));
     }
+    env.push(("AXN__AMQP__URL".into(), s.amqp.url.expose().to_owned()));
     env.push(("AXN__REDIS__KEY_PREFIX".into(), s.redis.key_prefix.clone()));
     let url = match &s.redis.url {
         axn_worker::config::RedisUrl::Single(u) => u.expose().to_owned(),

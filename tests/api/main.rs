@@ -4,6 +4,7 @@
 //! nothing behind.
 
 mod acks;
+mod amqp_input;
 mod blacklist;
 mod call_record;
 mod cli;
@@ -15,7 +16,11 @@ mod helpers;
 mod hostile;
 mod lifecycle;
 mod mapping;
+mod once_per_call;
 mod operate;
 mod ordering;
 mod phone_history;
+mod proxy;
+mod publish_targets;
+mod raw_amqp;
 mod xb_unbind;
