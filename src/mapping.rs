@@ -117,7 +117,8 @@ impl Request {
             "PhoneToUID" => Mode::PhoneToUid,
             "UIDToPhone" => Mode::UidToPhone,
             other => {
-                let shown: String = other.chars().take(32).collect();
+                let shown: String =
+                    crate::phone::mask_digits_in(&other.chars().take(32).collect::<String>());
                 return Err(reject(
                     Code::UnknownMode,
                     format!("Mode {shown:?} is neither \"PhoneToUID\" nor \"UIDToPhone\""),

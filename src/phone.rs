@@ -77,30 +77,83 @@ impl fmt::Debug for Masked<'_> {
     }
 }
 
-/// Masks every run of 7 or more digits in free text (an error message, a JSON
-/// body shown to an operator), so that no full number escapes through text the
-/// worker did not build itself.
+/// Masks every number of 7 or more digits in free text (an error message, a
+/// JSON body shown to an operator, a whole log line), so that no full number
+/// escapes through text the worker did not build itself. A number may be
+/// written with single spaces or dashes between its digits (`139-1111-2222`,
+/// `139 1111 2222`), as the normalizer accepts it; its separators stay and
+/// its middle digits become `*`. A date written `YYYY-MM-DD` is not a number.
 pub fn mask_digits_in(text: &str) -> String {
+    let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.len() >= 7 {
-            out.push_str(&mask(run).to_string());
-        } else {
-            out.push_str(run);
+    let mut copied = 0; // text[..copied] is in `out`
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
         }
-        run.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
+        let start = i;
+        let (mut end, mut digits) = (i, 0);
+        let mut j = i;
+        while j < b.len() {
+            if b[j].is_ascii_digit() {
+                digits += 1;
+                j += 1;
+                end = j;
+            } else if (b[j] == b' ' || b[j] == b'-') && b.get(j + 1).is_some_and(u8::is_ascii_digit)
+            {
+                j += 1;
+            } else {
+                break;
+            }
         }
+        if is_date(&b[start..end]) {
+            i = start + 10;
+            continue;
+        }
+        if digits >= 7 {
+            out.push_str(&text[copied..start]);
+            out.push_str(&mask_number(&text[start..end], digits));
+            copied = end;
+        }
+        i = end;
     }
-    flush(&mut run, &mut out);
+    out.push_str(&text[copied..]);
     out
+}
+
+/// `YYYY-MM-DD` at the start of `run`.
+fn is_date(run: &[u8]) -> bool {
+    run.len() >= 10
+        && run[4] == b'-'
+        && run[7] == b'-'
+        && [0, 1, 2, 3, 5, 6, 8, 9]
+            .iter()
+            .all(|&k| run[k].is_ascii_digit())
+        && run.get(10).is_none_or(|c| !c.is_ascii_digit())
+}
+
+/// One number of `digits` digits: as [`mask`] when written without
+/// separators; else its first 3 and last 4 digits shown, separators kept.
+fn mask_number(run: &str, digits: usize) -> String {
+    if digits == run.len() {
+        return mask(run).to_string();
+    }
+    let mut seen = 0;
+    run.chars()
+        .map(|c| {
+            if !c.is_ascii_digit() {
+                return c;
+            }
+            seen += 1;
+            if digits >= 8 && (seen <= 3 || seen > digits - 4) {
+                c
+            } else {
+                '*'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -167,5 +220,25 @@ mod tests {
             r#"{"telX":"171****6089","platId":3}"#
         );
         assert_eq!(mask_digits_in("user 74705 ok"), "user 74705 ok");
+        for (raw, shown) in [
+            ("call 139-1111-2222 now", "call 139-****-2222 now"),
+            ("call 139 1111 2222", "call 139 **** 2222"),
+            ("+86 139 1111 2222", "+86 1** **** 2222"),
+            ("id 1000039976446302", "id 100****6302"),
+            ("Mode \"13988888888\"", "Mode \"139****8888\""),
+            ("7-digit 1234567 run", "7-digit **** run"),
+            ("12-34-56-7 x", "**-**-**-* x"),
+        ] {
+            assert_eq!(mask_digits_in(raw), shown, "{raw}");
+        }
+        // Dates, times and small numbers stay readable; text is kept whole.
+        for same in [
+            "2026-11-25T06:17:01.123456Z",
+            "started 2026-11-23 10:00:00, 3 of 10 in 1200 ms",
+            "127.0.0.1:5672 中文 ok",
+            "",
+        ] {
+            assert_eq!(mask_digits_in(same), same);
+        }
     }
 }

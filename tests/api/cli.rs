@@ -112,6 +112,7 @@ async fn logs_are_json_and_never_show_a_full_number() {
         .envs(env_for(&settings))
         .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("AXN__LOG__FORMAT", "json")
+        .env("AXN__MAPPING__PASSWORD", "s3cret")
         .env("RUST_LOG", "info,axn_worker=debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -142,6 +143,12 @@ async fn logs_are_json_and_never_show_a_full_number() {
         "13812345678",
         "13998765432",
         "13700051234",
+        // Where the input puts them: an id field, separators, a Mode.
+        "13911112222",
+        "139-2222-3333",
+        "13922223333",
+        "139 4444 5555",
+        "13944445555",
     ];
     for (kind, body) in [
         (QueueKind::XbUnbind, r#"{"subId":"1000039976446302","telX":"17111526089","telA":"13470110001","telB":"13700051234"}"#.to_owned()),
@@ -151,11 +158,23 @@ async fn logs_are_json_and_never_show_a_full_number() {
         (QueueKind::Blacklist, r#"{"private_number":"13470110001","action":"add","userid":9,"type":0}"#.to_owned()),
         (QueueKind::PhoneHistory, r#"{"userId":1,"newPhone":"13812345678","oldPhone":"13998765432"}"#.to_owned()),
         (QueueKind::CallRecord, r#"{"subId":"none","callId":"c1","telA":"13470110001"}"#.to_owned()),
+        (QueueKind::CallRecord, r#"{"subId":"13911112222","callId":"13911112222"}"#.to_owned()),
+        (QueueKind::XbUnbind, r#"{"subId":"13911112222","telX":"139-2222-3333"}"#.to_owned()),
+        (QueueKind::Blacklist, r#"{"private_number":"139-2222-3333","action":"139 4444 5555","userid":1,"type":0}"#.to_owned()),
     ] {
         app.publish(kind, body.as_bytes()).await;
     }
+    let answer = crate::helpers::post(
+        ([127, 0, 0, 1], port).into(),
+        "/number-mapping",
+        br#"{"Numbers":["13911112222"],"Mode":"139 4444 5555"}"#,
+        Some(("tccc", "s3cret")),
+    )
+    .await;
+    assert_eq!(answer.json()["Code"], 1002, "{}", answer.body);
+    assert!(!answer.body.contains("139 4444 5555"), "{}", answer.body);
     app.eventually("the retried one is dead-lettered", || async {
-        app.queue_len(&app.dlq(QueueKind::Blacklist)).await == 2
+        app.queue_len(&app.dlq(QueueKind::Blacklist)).await == 3
     })
     .await;
     app.drained().await;
