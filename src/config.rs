@@ -114,6 +114,8 @@ pub struct QueueSettings {
     pub max_attempts: u32,
     pub retry_delays_ms: Vec<u64>,
     pub max_body_bytes: usize,
+    /// Records one call-record array may hold (only call_record uses it).
+    pub max_batch_records: usize,
     pub queue_type: QueueType,
     pub passive: bool,
 }
@@ -374,6 +376,9 @@ impl Settings {
             }
             if q.max_body_bytes == 0 {
                 return bad(format!("{} must be above 0", at("max_body_bytes")));
+            }
+            if q.max_batch_records == 0 {
+                return bad(format!("{} must be above 0", at("max_batch_records")));
             }
             if !names.insert(q.name.clone()) {
                 return bad(format!(

@@ -143,7 +143,7 @@ fn dispatch(
         redelivered = delivery.redelivered,
     );
     let q = Arc::clone(q);
-    match handlers::parse(q.kind, &delivery.data, q.settings.max_body_bytes) {
+    match handlers::parse(q.kind, &delivery.data, handlers::Limits::of(&q.settings)) {
         Err(e) => {
             let ctx = ctx.clone();
             q.metrics.handled("permanent", 0.0);

@@ -97,11 +97,21 @@ pub fn parse_record(value: &Value) -> Result<CallRecord, HandlerError> {
     })
 }
 
-pub fn parse(value: Value) -> Result<Batch, HandlerError> {
+/// Parses a body: one record, or an array of at most `max_records` records
+/// (a longer one is dead-lettered whole, as `batch_too_large`: one message
+/// must not become tens of thousands of dead letters).
+pub fn parse(value: Value, max_records: usize) -> Result<Batch, HandlerError> {
     match value {
         Value::Array(records) if records.is_empty() => Err(HandlerError::permanent(
             Reason::EmptyBatch,
             "body is an empty array",
+        )),
+        Value::Array(records) if records.len() > max_records => Err(HandlerError::permanent(
+            Reason::BatchTooLarge,
+            format!(
+                "body is an array of {} records, the limit is {max_records}",
+                records.len()
+            ),
         )),
         Value::Array(records) => Ok(Batch(
             records
@@ -358,7 +368,11 @@ mod tests {
 
     #[test]
     fn arrays_give_one_item_per_record_with_its_own_verdict() {
-        let b = parse(json!([{"subId": "1", "callId": "a"}, {"subId": "2"}, 7])).unwrap();
+        let b = parse(
+            json!([{"subId": "1", "callId": "a"}, {"subId": "2"}, 7]),
+            10,
+        )
+        .unwrap();
         assert_eq!(b.0.len(), 3);
         assert!(b.0[0].record.is_ok());
         assert_eq!(
@@ -372,11 +386,11 @@ mod tests {
         assert_eq!(b.0[2].body.as_deref(), Some(&b"7"[..]));
         assert_eq!(b.sub_ids(), BTreeSet::from(["1".to_string()]));
         assert_eq!(
-            parse(json!([])).unwrap_err().reason(),
+            parse(json!([]), 10).unwrap_err().reason(),
             Some(Reason::EmptyBatch)
         );
         assert_eq!(
-            parse(json!("x")).unwrap_err().reason(),
+            parse(json!("x"), 10).unwrap_err().reason(),
             Some(Reason::NotAnObject)
         );
     }

@@ -35,6 +35,8 @@ pub enum Reason {
     InvalidJson,
     NotAnObject,
     EmptyBatch,
+    /// A call-record array with more records than `max_batch_records`.
+    BatchTooLarge,
     MissingField,
     InvalidField,
     InvalidNumber,
@@ -46,12 +48,13 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::BodyTooLarge,
         Reason::NotUtf8,
         Reason::InvalidJson,
         Reason::NotAnObject,
         Reason::EmptyBatch,
+        Reason::BatchTooLarge,
         Reason::MissingField,
         Reason::InvalidField,
         Reason::InvalidNumber,
@@ -67,6 +70,7 @@ impl Reason {
             Reason::InvalidJson => "invalid_json",
             Reason::NotAnObject => "not_an_object",
             Reason::EmptyBatch => "empty_batch",
+            Reason::BatchTooLarge => "batch_too_large",
             Reason::MissingField => "missing_field",
             Reason::InvalidField => "invalid_field",
             Reason::InvalidNumber => "invalid_number",
@@ -180,9 +184,27 @@ pub struct Ctx {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// Bounds on one message: its body and, for an array of call records, the
+/// records in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_batch_records: usize,
+}
+
+impl Limits {
+    pub fn of(q: &crate::config::QueueSettings) -> Self {
+        Limits {
+            max_body_bytes: q.max_body_bytes,
+            max_batch_records: q.max_batch_records,
+        }
+    }
+}
+
 /// Parses and validates a body for the queue `kind`; a failure here is
 /// always permanent.
-pub fn parse(kind: QueueKind, body: &[u8], max_body_bytes: usize) -> Result<Job, HandlerError> {
+pub fn parse(kind: QueueKind, body: &[u8], limits: Limits) -> Result<Job, HandlerError> {
+    let max_body_bytes = limits.max_body_bytes;
     if body.len() > max_body_bytes {
         return Err(HandlerError::permanent(
             Reason::BodyTooLarge,
@@ -202,7 +224,9 @@ pub fn parse(kind: QueueKind, body: &[u8], max_body_bytes: usize) -> Result<Job,
         QueueKind::XbUnbind => xb_unbind::parse(&value).map(Job::XbUnbind),
         QueueKind::Blacklist => blacklist::parse(&value).map(Job::Blacklist),
         QueueKind::PhoneHistory => phone_history::parse(&value).map(Job::PhoneChange),
-        QueueKind::CallRecord => call_record::parse(value).map(Job::CallRecords),
+        QueueKind::CallRecord => {
+            call_record::parse(value, limits.max_batch_records).map(Job::CallRecords)
+        }
     }
 }
 
@@ -268,11 +292,19 @@ mod tests {
             (&[b' '; 100], Reason::BodyTooLarge),
         ];
         for (body, reason) in cases {
-            let err = parse(QueueKind::XbUnbind, body, 64).unwrap_err();
+            let limits = Limits {
+                max_body_bytes: 64,
+                max_batch_records: 10,
+            };
+            let err = parse(QueueKind::XbUnbind, body, limits).unwrap_err();
             assert_eq!(err.reason(), Some(reason), "{body:?}");
         }
         let deep = "[".repeat(10_000);
-        let err = parse(QueueKind::CallRecord, deep.as_bytes(), 1 << 20).unwrap_err();
+        let limits = Limits {
+            max_body_bytes: 1 << 20,
+            max_batch_records: 10,
+        };
+        let err = parse(QueueKind::CallRecord, deep.as_bytes(), limits).unwrap_err();
         assert_eq!(err.reason(), Some(Reason::InvalidJson));
     }
 }

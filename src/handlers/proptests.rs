@@ -93,7 +93,11 @@ fn near_message() -> impl Strategy<Value = Value> {
 }
 
 fn check(kind: QueueKind, body: &[u8]) -> Result<(), TestCaseError> {
-    match parse(kind, body, 64 * 1024) {
+    let limits = super::Limits {
+        max_body_bytes: 64 * 1024,
+        max_batch_records: 1000,
+    };
+    match parse(kind, body, limits) {
         Err(HandlerError::Transient(e)) => {
             Err(TestCaseError::fail(format!("transient parse error: {e}")))
         }

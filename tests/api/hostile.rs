@@ -234,3 +234,38 @@ async fn malformed_messages_are_dead_lettered_with_their_reason() {
     app.drained().await;
     assert_eq!(app.get("/readyz").await.unwrap().0, 200, "still ready");
 }
+
+/// One 64 KiB array of 32,000 invalid records is one dead letter
+/// (`batch_too_large`), not 32,000; an array within the cap still gets one
+/// outcome per record.
+#[tokio::test]
+async fn an_over_long_batch_is_dead_lettered_whole() {
+    let app = spawn_app().await;
+    let body = format!("[{}1]", "1,".repeat(31_999));
+    assert!(body.len() <= 64 * 1024);
+    app.publish(QueueKind::CallRecord, body.as_bytes()).await;
+    app.publish(QueueKind::CallRecord, b"[1,2,3]").await;
+    app.drained().await;
+    let dlq = app.dlq(QueueKind::CallRecord);
+    assert_eq!(
+        app.queue_len(&dlq).await,
+        4,
+        "one whole batch + three records"
+    );
+    let mut reasons: Vec<String> = app
+        .take_n(&dlq, 4)
+        .await
+        .iter()
+        .map(|d| header(d, "axn-reason").unwrap())
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "batch_too_large",
+            "not_an_object",
+            "not_an_object",
+            "not_an_object"
+        ]
+    );
+}
