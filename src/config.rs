@@ -67,6 +67,11 @@ pub struct RedisSettings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: String,
+    /// Seconds a connection may take to send a request's headers, and stay
+    /// idle between requests.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request may take from its headers to the answer.
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -343,6 +348,12 @@ impl Settings {
                 "http.listen {:?} is not an address like 127.0.0.1:8080",
                 self.http.listen
             ));
+        }
+        if self.http.header_read_timeout_secs == 0 || self.http.request_timeout_secs == 0 {
+            return bad(
+                "http.header_read_timeout_secs and http.request_timeout_secs must be above 0"
+                    .into(),
+            );
         }
         if self.amqp.reconnect_min_delay_ms == 0
             || self.amqp.reconnect_max_delay_ms < self.amqp.reconnect_min_delay_ms

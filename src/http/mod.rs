@@ -8,14 +8,21 @@ pub mod mapping;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, State},
+    extract::{DefaultBodyLimit, Request, State},
     http::StatusCode,
-    response::IntoResponse,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
-use tokio::net::TcpListener;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{config::Settings, health::Health, metrics::Metrics, store::Store};
@@ -31,6 +38,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.mapping.max_body_bytes;
+    let request_timeout = Duration::from_secs(state.settings.http.request_timeout_secs);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -40,17 +48,67 @@ pub fn router(state: AppState) -> Router {
             post(mapping::number_mapping).layer(DefaultBodyLimit::max(body_limit)),
         )
         .with_state(state)
+        .layer(middleware::from_fn_with_state(request_timeout, deadline))
 }
 
-/// Serves until `shutdown` is cancelled.
+/// Answers 408 to a request (its body included) not handled within the
+/// limit: a client that dribbles its body does not hold a socket forever.
+async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "the request was not completed in time\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Serves until `shutdown` is cancelled, then lets requests in progress end
+/// (the caller bounds that wait). HTTP/1.1 with a header-read timeout: hyper
+/// starts it whenever a connection waits for a request head, so it also
+/// closes connections idle between requests and clients that send headers
+/// byte by byte.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let header_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
+    let app = router(state);
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, say: wait instead of spinning.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let stop = shutdown.clone();
+        connections.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 async fn healthz() -> &'static str {

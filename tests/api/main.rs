@@ -14,6 +14,7 @@ mod failures;
 mod faults;
 mod helpers;
 mod hostile;
+mod http_timeouts;
 mod lifecycle;
 mod mapping;
 mod once_per_call;
