@@ -235,6 +235,7 @@ async fn cleanup(settings: &Settings) {
             keys.user_phone(),
             keys.user_phones(74705),
             keys.phone_user(),
+            keys.signing_key(),
         ];
         let _: Result<(), _> = c.del(&names).await;
     }
