@@ -15,6 +15,7 @@
 //! - [`mapping`]: PhoneToUID / UIDToPhone (ids, codes, validation).
 //! - [`phone`]: normalizing and masking numbers.
 
+pub mod amqp;
 pub mod broker;
 pub mod config;
 pub mod handlers;
@@ -23,6 +24,7 @@ pub mod http;
 pub mod mapping;
 pub mod metrics;
 pub mod ops;
+pub mod outcome;
 pub mod phone;
 pub mod startup;
 pub mod store;

@@ -1,21 +1,18 @@
-//! The consume loop of one input queue, and [`settle`]: the only place where
-//! a delivery is acknowledged, retried, parked or dead-lettered.
+//! The consume loop of one input queue, and [`process`]: what happens to one
+//! delivery until it is handed to [`settle`](super::settle::settle), the only
+//! place that decides its fate.
 //!
 //! # The flow of one message
-//! 1. The loop receives a delivery (prefetch = concurrency), parses it, and
-//!    takes its place in line for the entities it is about
-//!    ([`Sequencer`](super::ordering::Sequencer)); a body that does not parse
-//!    goes straight to `settle` as a permanent failure.
+//! 1. The loop receives a delivery (prefetch = concurrency) and calls
+//!    `process`, which reads the worker's own signed history off it
+//!    ([`History`](crate::amqp::headers::History)), parses the body, and takes the message's place in line
+//!    for the entities it is about ([`Sequencer`](super::ordering::Sequencer));
+//!    a body that does not parse goes straight to `settle` as a permanent
+//!    failure.
 //! 2. A task waits for its turn, applies the message under the queue's
-//!    timeout, and hands the [`Part`]s to `settle`.
-//! 3. `settle` publishes (with confirms) whatever must outlive the delivery:
-//!    a copy to a retry queue, to `.dlq`, or to `.unattributed`. Only when
-//!    every such publish is confirmed does it ack; if one fails it nacks with
-//!    requeue, and the whole message comes back (its effects are idempotent).
-//!    Acks of deliveries settled at about the same time share one frame
-//!    ([`AckBatcher`]).
+//!    timeout, and hands the [`Part`]s to `settle` (see there).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use lapin::{
@@ -27,17 +24,14 @@ use lapin::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use super::{
-    acks::{AckBatcher, Verdict},
-    headers::{self, Forward, History},
-    ordering::Sequencer,
-};
+use super::{acks::AckBatcher, ordering::Sequencer, settle::settle};
 use crate::{
+    amqp::headers,
     config::{QueueKind, QueueSettings},
-    handlers::{self, Ctx, HandlerError, Outcome, Part, Reason},
+    handlers::{self, Ctx},
     health::Health,
     metrics::QueueMetrics,
-    phone::mask_digits_in,
+    outcome::{HandlerError, Outcome, Part},
 };
 
 /// An input queue: its settings and its ordering state, shared across
@@ -45,7 +39,10 @@ use crate::{
 pub struct QueueRuntime {
     pub kind: QueueKind,
     pub settings: QueueSettings,
+    /// Kept across sessions: a redelivered message still waits for one of
+    /// the lost session that is still running.
     pub sequencer: Arc<Sequencer>,
+    /// This queue's metric handles, resolved once.
     pub metrics: QueueMetrics,
 }
 
@@ -96,7 +93,7 @@ pub async fn consume(
             biased;
             _ = stop.cancelled() => break Ok(()),
             next = consumer.next() => match next {
-                Some(Ok(delivery)) => dispatch(&q, &ctx, &acks, delivery, &tracker),
+                Some(Ok(delivery)) => process(&q, &ctx, &acks, delivery, &tracker),
                 Some(Err(e)) => break Err(broker(e)),
                 None => break Err(ConsumeError::Cancelled(queue.clone())),
             },
@@ -118,7 +115,9 @@ pub async fn consume(
     result
 }
 
-fn dispatch(
+/// Takes one delivery from receipt to a spawned task that applies it and
+/// settles it.
+fn process(
     q: &Arc<QueueRuntime>,
     ctx: &Ctx,
     acks: &Arc<AckBatcher>,
@@ -203,92 +202,4 @@ fn outcome_label(parts: &[Part]) -> &'static str {
         2 => "permanent",
         _ => "transient",
     }
-}
-
-/// Decides the fate of one delivery from its parts' outcomes, in one place.
-/// Takes the delivery by value: it is acked or nacked exactly once.
-pub async fn settle(
-    rt: &QueueRuntime,
-    ctx: &Ctx,
-    acks: &Arc<AckBatcher>,
-    delivery: Delivery,
-    history: &History,
-    parts: Vec<Part>,
-) {
-    let (q, metrics) = (&rt.settings, &rt.metrics);
-    let attempt = history.attempts.saturating_add(1);
-    let mut durable = true;
-    for part in &parts {
-        let body = part.body.as_deref().unwrap_or(&delivery.data);
-        let forward = match &part.outcome {
-            Outcome::Applied(effect) => {
-                tracing::debug!(effect, "applied");
-                None
-            }
-            Outcome::Parked => {
-                metrics.parked();
-                tracing::info!("call record matches no binding: parked");
-                Some((
-                    q.unattributed_name(),
-                    "unattributed",
-                    "no XB binding has this subId".to_owned(),
-                    attempt - 1,
-                ))
-            }
-            Outcome::Failed(HandlerError::Permanent { reason, detail }) => {
-                metrics.dead_lettered(reason.as_str());
-                tracing::warn!(reason = reason.as_str(), error = %mask_digits_in(detail), "permanent failure: dead-lettered");
-                Some((q.dlq_name(), reason.as_str(), detail.clone(), attempt))
-            }
-            Outcome::Failed(HandlerError::Transient(e)) if attempt < q.max_attempts => {
-                let to = q.retry_queue_after(attempt);
-                metrics.retried();
-                tracing::warn!(error = %mask_digits_in(e), retry_queue = %to, "transient failure: retrying");
-                Some((to, "transient", e.clone(), attempt))
-            }
-            Outcome::Failed(HandlerError::Transient(e)) => {
-                metrics.dead_lettered(Reason::RetriesExhausted.as_str());
-                tracing::error!(error = %mask_digits_in(e), attempts = attempt, "transient failures exhausted the attempts: dead-lettered");
-                Some((
-                    q.dlq_name(),
-                    Reason::RetriesExhausted.as_str(),
-                    e.clone(),
-                    attempt,
-                ))
-            }
-        };
-        if let Some((to, reason, error, attempts)) = forward {
-            let key = ctx.store.signing_key().await;
-            let props = headers::forwarded_properties(
-                &delivery.properties,
-                body,
-                &q.name,
-                history,
-                &Forward {
-                    queue: &to,
-                    reason,
-                    error: &error,
-                    attempts,
-                    confirmed_call_id: part.confirmed_call_id.as_deref(),
-                },
-                key.as_ref(),
-                ctx.publisher.frame_max(),
-            );
-            if let Err(e) = ctx.publisher.publish("", &to, body, props).await {
-                metrics.publish_failed();
-                tracing::error!(error = %e, to = %to, "could not move the message: it goes back to its queue");
-                durable = false;
-                break;
-            }
-        }
-    }
-    metrics.settled(durable);
-    let verdict = if durable {
-        Verdict::Ack
-    } else {
-        // Give a failing broker a moment before the message comes straight back.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        Verdict::Requeue
-    };
-    acks.settle(delivery.delivery_tag, verdict, delivery.acker);
 }

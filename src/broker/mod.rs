@@ -14,18 +14,17 @@
 
 pub mod acks;
 pub mod consumer;
-pub mod headers;
 pub mod ordering;
-pub mod publisher;
-pub mod topology;
+pub mod settle;
 
 use std::{sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use lapin::{Connection, ConnectionProperties};
+use lapin::Connection;
 use tokio::task::JoinSet;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use crate::amqp::{connect, connection_name, publisher::Publisher, topology};
 use crate::{
     config::{QueueKind, Settings},
     handlers::Ctx,
@@ -34,7 +33,6 @@ use crate::{
     store::Store,
 };
 use consumer::QueueRuntime;
-use publisher::Publisher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -78,35 +76,6 @@ pub struct Broker {
     /// The AMQP connection_name.
     name: String,
     metrics: Arc<Metrics>,
-}
-
-/// The name the connection shows in the broker's management tools:
-/// `axn-worker@<host>:<pid>`, then `/<instance>` when the embedding code
-/// runs several workers in one process (tests do) and labels them.
-pub fn connection_name(instance: Option<&str>) -> String {
-    let base = format!(
-        "axn-worker@{}:{}",
-        gethostname::gethostname().to_string_lossy(),
-        std::process::id()
-    );
-    match instance {
-        Some(label) => format!("{base}/{label}"),
-        None => base,
-    }
-}
-
-/// Connects to the broker under `name`, within the configured timeout.
-pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<Connection> {
-    use anyhow::Context as _;
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    let timeout = Duration::from_secs(settings.amqp.connect_timeout_secs);
-    tokio::time::timeout(
-        timeout,
-        Connection::connect(settings.amqp.url.expose(), props),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("no answer from the broker within {} s", timeout.as_secs()))?
-    .context("Failed to connect to the broker")
 }
 
 impl Broker {

@@ -44,7 +44,7 @@ use redis::AsyncCommands;
 use serde_json::json;
 
 use crate::{
-    broker::{self, topology},
+    amqp::{self, topology},
     config::{QueueKind, Settings},
     store::Keys,
 };
@@ -525,7 +525,7 @@ async fn measure_bare(
         // With publish_per_call, a call record is acked only after one
         // persistent confirmed publish, as the worker's call-log event is.
         let publisher = if publish_per_call && kind == QueueKind::CallRecord {
-            Some(crate::broker::publisher::Publisher::new(conn.create_channel().await?).await?)
+            Some(crate::amqp::publisher::Publisher::new(conn.create_channel().await?).await?)
         } else {
             None
         };
@@ -736,7 +736,7 @@ fn machine() -> String {
 /// Runs the benchmark and writes its report to `out` (and the file).
 pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> anyhow::Result<()> {
     let settings = bench_settings(base, &opts.namespace, opts.prefetch);
-    let conn = broker::connect(&settings, &broker::connection_name(Some("bench"))).await?;
+    let conn = amqp::connect(&settings, &amqp::connection_name(Some("bench"))).await?;
     let mut redis = redis::Client::open(settings.redis.url.single_url()?)?
         .get_multiplexed_async_connection()
         .await?;

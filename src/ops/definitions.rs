@@ -1,14 +1,14 @@
 //! `axn-worker definitions`: the worker's topology as a RabbitMQ definitions
 //! file (`rabbitmqctl import_definitions`, or `load_definitions` at boot), for
 //! SREs who own the topology and run the worker with `passive = true`. It is
-//! generated from the same `broker::topology::specs` the worker declares, so
+//! generated from the same `amqp::topology::specs` the worker declares, so
 //! the two cannot drift; `deploy/rabbitmq/definitions.json` is this output for
 //! the shipped config.toml (a test keeps it so).
 
 use lapin::types::AMQPValue;
 use serde_json::{Map, Value, json};
 
-use crate::{broker::topology, config::Settings};
+use crate::{amqp::topology, config::Settings};
 
 fn to_json(v: &AMQPValue) -> Value {
     match v {

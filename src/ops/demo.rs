@@ -20,7 +20,7 @@ use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    broker::{self, headers::REASON_HEADER, publisher::Publisher, topology},
+    amqp::{self, headers::REASON_HEADER, publisher::Publisher, topology},
     config::{QueueKind, Settings},
     phone::mask_digits_in,
     startup::Application,
@@ -68,7 +68,7 @@ pub async fn run(base: &Settings, out: &mut dyn Write, keep: bool) -> anyhow::Re
         })
         .await?;
         let mut redis = redis::Client::open(settings.redis.url.single_url()?)?.get_multiplexed_async_connection().await?;
-        let conn = broker::connect(&settings, &broker::connection_name(Some("demo-client"))).await?;
+        let conn = amqp::connect(&settings, &amqp::connection_name(Some("demo-client"))).await?;
         let channel = conn.create_channel().await?;
         let publisher = Publisher::new(conn.create_channel().await?).await?;
         let publish = |kind: QueueKind, body: &'static str| {
@@ -207,9 +207,7 @@ async fn take(
 
 /// Deletes the demo's queues and keys.
 async fn cleanup(settings: &Settings) {
-    if let Ok(conn) =
-        broker::connect(settings, &broker::connection_name(Some("demo-cleanup"))).await
-    {
+    if let Ok(conn) = amqp::connect(settings, &amqp::connection_name(Some("demo-cleanup"))).await {
         if let Ok(ch) = conn.create_channel().await {
             for spec in topology::specs(settings) {
                 let _ = ch

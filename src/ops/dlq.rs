@@ -17,7 +17,7 @@ use lapin::{
 };
 
 use crate::{
-    broker::{
+    amqp::{
         self,
         headers::{
             ATTEMPTS_HEADER, CONFIRMED_HEADER, ERROR_HEADER, FAILED_AT_HEADER,
@@ -97,7 +97,7 @@ pub async fn depth(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u32>
 
 /// Up to `limit` messages of `queue`, left in the queue.
 pub async fn list(settings: &Settings, queue: &str, limit: usize) -> anyhow::Result<Vec<Entry>> {
-    let conn = broker::connect(settings, &broker::connection_name(Some("dlq-list"))).await?;
+    let conn = amqp::connect(settings, &amqp::connection_name(Some("dlq-list"))).await?;
     let channel = conn.create_channel().await?;
     depth(&channel, queue).await?;
     let mut out = Vec::new();
@@ -162,7 +162,7 @@ pub async fn replay(
     limit: Option<usize>,
     progress: &dyn Fn(u64, u64),
 ) -> anyhow::Result<usize> {
-    let conn = broker::connect(settings, &broker::connection_name(Some("dlq-replay"))).await?;
+    let conn = amqp::connect(settings, &amqp::connection_name(Some("dlq-replay"))).await?;
     let channel = conn.create_channel().await?;
     depth(&channel, to).await?;
     let present = depth(&channel, from).await? as usize;

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use lapin::BasicProperties;
 
 use crate::{
-    broker::{self, publisher::Publisher},
+    amqp::{self, publisher::Publisher},
     config::{QueueKind, Settings},
 };
 
@@ -39,8 +39,8 @@ pub fn messages(input: &str) -> anyhow::Result<Vec<String>> {
 pub async fn publish(settings: &Settings, kind: QueueKind, input: &str) -> anyhow::Result<usize> {
     let messages = messages(input)?;
     let queue = &settings.queues.get(kind).name;
-    let name = broker::connection_name(Some("publish"));
-    let conn = broker::connect(settings, &name).await?;
+    let name = amqp::connection_name(Some("publish"));
+    let conn = amqp::connect(settings, &name).await?;
     let publisher = Publisher::new(conn.create_channel().await?).await?;
     for (i, body) in messages.iter().enumerate() {
         let props = BasicProperties::default()

@@ -54,7 +54,7 @@ impl Keys {
         self.k("PrivateNumber_phone_user")
     }
     /// string: the key (hex) that signs the worker's own headers on the
-    /// copies it forwards (`broker::headers`), shared by every replica;
+    /// copies it forwards (`amqp::headers`), shared by every replica;
     /// created by the first worker that needs it. Not in the contract's
     /// table: nobody else reads it.
     pub fn signing_key(&self) -> String {

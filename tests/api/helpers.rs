@@ -12,7 +12,7 @@ use std::{
 };
 
 use axn_worker::{
-    broker::topology,
+    amqp::topology,
     config::{QueueKind, Settings},
     startup::Application,
 };

@@ -20,7 +20,7 @@ use lapin::{
     protocol::{AMQPErrorKind, AMQPSoftError},
 };
 
-use super::topology::{self, QueueSpec};
+use crate::amqp::topology::{self, QueueSpec};
 use crate::health::Health;
 
 /// The frame size assumed for a publisher made on a bare channel (RabbitMQ's
