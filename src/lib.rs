@@ -17,6 +17,7 @@
 
 pub mod amqp;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod handlers;
 pub mod health;

@@ -37,7 +37,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{config::QueueKind, handlers::Reason, health::Health};
+use crate::{config::QueueKind, health::Health, outcome::Reason};
 
 /// The `outcome` label values of `axn_handler_duration_seconds`.
 pub const OUTCOMES: [&str; 4] = ["applied", "parked", "permanent", "transient"];
@@ -321,51 +321,6 @@ impl Metrics {
         }
     }
 
-    pub fn received(&self, kind: QueueKind) {
-        let q = QueueLabel { queue: kind.key() };
-        self.received.get_or_create(&q).inc();
-        self.in_flight.get_or_create(&q).inc();
-    }
-
-    /// The delivery is settled, acked (`true`) or requeued.
-    pub fn settled(&self, kind: QueueKind, acked: bool) {
-        let q = QueueLabel { queue: kind.key() };
-        self.in_flight.get_or_create(&q).dec();
-        if acked { &self.acked } else { &self.requeued }
-            .get_or_create(&q)
-            .inc();
-    }
-
-    pub fn retried(&self, kind: QueueKind) {
-        self.retried
-            .get_or_create(&QueueLabel { queue: kind.key() })
-            .inc();
-    }
-
-    pub fn dead_lettered(&self, kind: QueueKind, reason: &'static str) {
-        self.dead_lettered
-            .get_or_create(&ReasonLabels {
-                queue: kind.key(),
-                reason,
-            })
-            .inc();
-    }
-
-    pub fn parked(&self, kind: QueueKind) {
-        self.parked
-            .get_or_create(&QueueLabel { queue: kind.key() })
-            .inc();
-    }
-
-    pub fn handled(&self, kind: QueueKind, outcome: &'static str, seconds: f64) {
-        self.duration
-            .get_or_create(&OutcomeLabels {
-                queue: kind.key(),
-                outcome,
-            })
-            .observe(seconds);
-    }
-
     /// A call-log event confirmed `confirm_seconds` after it was published.
     pub fn call_log_published(&self, confirm_seconds: f64) {
         self.call_log_published.inc();
@@ -386,10 +341,11 @@ mod tests {
     #[test]
     fn renders_every_family_with_queue_labels() {
         let m = Metrics::new(Arc::new(Health::default()));
-        m.received(QueueKind::Blacklist);
-        m.dead_lettered(QueueKind::Blacklist, "invalid_json");
-        m.handled(QueueKind::Blacklist, "applied", 0.002);
-        m.settled(QueueKind::Blacklist, true);
+        let q = m.queue(QueueKind::Blacklist);
+        q.received();
+        q.dead_lettered("invalid_json");
+        q.handled("applied", 0.002);
+        q.settled(true);
         let text = m.render();
         for line in [
             r#"axn_messages_received_total{queue="blacklist"} 1"#,

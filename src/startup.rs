@@ -171,3 +171,35 @@ async fn probe_redis(store: Store, health: Arc<Health>, stop: CancellationToken)
         }
     }
 }
+
+/// Runs the worker from `[http] listen` until SIGTERM or Ctrl-C (`run`).
+pub async fn run_until_signal(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::bind(settings).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    app.run_until_stopped(shutdown).await
+}
+
+/// Cancels `shutdown` on SIGTERM or Ctrl-C.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("stop requested: finishing messages in flight");
+    shutdown.cancel();
+}

@@ -7,3 +7,10 @@ use crate::config::Settings;
 pub fn render(settings: &Settings) -> anyhow::Result<String> {
     Ok(toml::to_string_pretty(settings)?)
 }
+
+/// Runs `check-config`: the settings on stdout, "configuration OK" on stderr.
+pub fn run(settings: &Settings) -> anyhow::Result<()> {
+    print!("{}", render(settings)?);
+    eprintln!("configuration OK");
+    Ok(())
+}

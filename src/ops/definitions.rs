@@ -24,6 +24,21 @@ fn to_json(v: &AMQPValue) -> Value {
     }
 }
 
+/// `definitions` arguments.
+#[derive(clap::Args)]
+pub struct DefinitionsArgs {
+    /// The vhost to put the queues in.
+    #[arg(long, default_value = "/")]
+    vhost: String,
+}
+
+impl DefinitionsArgs {
+    pub fn run(self, settings: &Settings) -> anyhow::Result<()> {
+        println!("{:#}", definitions(settings, &self.vhost));
+        Ok(())
+    }
+}
+
 /// The definitions document for `settings`, on vhost `vhost`.
 pub fn definitions(settings: &Settings, vhost: &str) -> Value {
     let queues: Vec<Value> = topology::specs(settings)

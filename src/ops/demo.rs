@@ -12,15 +12,13 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use lapin::{
-    BasicProperties,
-    options::{BasicGetOptions, QueueDeleteOptions},
-};
+use lapin::{BasicProperties, options::BasicGetOptions};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
+use super::namespace;
 use crate::{
-    amqp::{self, headers::REASON_HEADER, publisher::Publisher, topology},
+    amqp::{self, headers::REASON_HEADER, publisher::Publisher},
     config::{QueueKind, Settings},
     phone::mask_digits_in,
     startup::Application,
@@ -35,20 +33,31 @@ const SEED_BLACKLIST: &str = r#"{"platId": 3, "private_number": "13470110001", "
 const SEED_PHONE: &str = r#"{"userId": "74705", "newPhone": "13812345678", "oldPhone": "13998765432", "operatorUser:": "51218"}"#;
 const BAD: &str = r#"{"platId": 3, "private_number": "1347011****", "action": "add", "userid": "74705", "type": 0}"#;
 
-/// The demo's settings: `base` renamed under `axn-demo`.
+/// The demo's settings: `base` renamed under `axn-demo`, declaring its own
+/// queues.
 pub fn demo_settings(base: &Settings) -> Settings {
-    let mut s = base.clone();
+    let mut s = namespace::namespaced(base, "axn-demo");
     for kind in QueueKind::ALL {
-        let q = s.queues.get_mut(kind);
-        q.name = format!("axn-demo.{}", q.name);
-        q.passive = false;
+        s.queues.get_mut(kind).passive = false;
     }
-    s.redis.key_prefix = "axn-demo:".into();
     s.publish.call_log.exchange = String::new();
-    s.publish.call_log.routing_key = format!("axn-demo.{}", base.publish.call_log.routing_key);
     s.publish.call_log.passive = false;
     s.http.listen = "127.0.0.1:0".into();
     s
+}
+
+/// `demo` arguments.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Leave the demo's queues and keys in place to look at them.
+    #[arg(long)]
+    keep: bool,
+}
+
+impl DemoArgs {
+    pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
+        run(settings, &mut std::io::stdout(), self.keep).await
+    }
 }
 
 /// Runs the tour, writing to `out`. `keep` leaves the demo's queues and keys.
@@ -163,7 +172,7 @@ pub async fn run(base: &Settings, out: &mut dyn Write, keep: bool) -> anyhow::Re
     stop.cancel();
     let stopped = worker.await.context("the demo worker task failed")?;
     if !keep {
-        cleanup(&settings).await;
+        namespace::cleanup(&settings).await;
     }
     result?;
     stopped
@@ -202,39 +211,5 @@ async fn take(
             bail!("timed out waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Deletes the demo's queues and keys.
-async fn cleanup(settings: &Settings) {
-    if let Ok(conn) = amqp::connect(settings, &amqp::connection_name(Some("demo-cleanup"))).await {
-        if let Ok(ch) = conn.create_channel().await {
-            for spec in topology::specs(settings) {
-                let _ = ch
-                    .queue_delete(spec.name.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            let _ = ch.close(200, "demo cleanup".into()).await;
-        }
-        let _ = conn.close(200, "demo cleanup".into()).await;
-    }
-    let keys = Keys::new(settings.redis.key_prefix.clone());
-    if let Ok(url) = settings.redis.url.single_url()
-        && let Ok(client) = redis::Client::open(url)
-        && let Ok(mut c) = client.get_multiplexed_async_connection().await
-    {
-        let names = [
-            keys.xb(),
-            keys.xb_unbound(),
-            keys.xb_unbound_index(),
-            keys.user_axs(),
-            keys.calllog("demo-call-1"),
-            keys.black(74705, 0),
-            keys.user_phone(),
-            keys.user_phones(74705),
-            keys.phone_user(),
-            keys.signing_key(),
-        ];
-        let _: Result<(), _> = c.del(&names).await;
     }
 }

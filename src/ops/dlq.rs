@@ -26,9 +26,131 @@ use crate::{
         },
         publisher::Publisher,
     },
-    config::Settings,
+    config::{QueueKind, Settings},
     phone,
 };
+
+/// `dlq` subcommands.
+#[derive(clap::Subcommand)]
+pub enum DlqCommand {
+    /// Show dead-lettered messages (reason, attempts, first and last failure,
+    /// body with numbers masked) without consuming them.
+    List {
+        /// xb_unbind, blacklist, phone_history or call_record.
+        #[arg(value_parser = crate::cli::parse_queue_key)]
+        queue: QueueKind,
+        #[command(flatten)]
+        limit: Limit,
+    },
+    /// Move dead-lettered messages back to their input queue, each acked on the
+    /// dead-letter queue only after the broker confirmed the republish. Moves
+    /// at most the messages present when it starts.
+    Replay {
+        /// xb_unbind, blacklist, phone_history or call_record.
+        #[arg(value_parser = crate::cli::parse_queue_key)]
+        queue: QueueKind,
+        #[command(flatten)]
+        limit: OptionalLimit,
+    },
+}
+
+/// `parked` subcommands.
+#[derive(clap::Subcommand)]
+pub enum ParkedCommand {
+    /// Show parked call records without consuming them.
+    List {
+        #[command(flatten)]
+        limit: Limit,
+    },
+    /// Move parked call records back to the call-record queue (for instance
+    /// once their bindings exist), each acked only after a confirmed republish.
+    Replay {
+        #[command(flatten)]
+        limit: OptionalLimit,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct Limit {
+    /// Show at most this many messages.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    limit: usize,
+}
+
+#[derive(clap::Args)]
+pub struct OptionalLimit {
+    /// Move at most this many messages (default: all present at the start).
+    #[arg(long, short = 'n')]
+    limit: Option<usize>,
+}
+
+impl DlqCommand {
+    pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
+        match self {
+            DlqCommand::List { queue, limit } => {
+                print_list(
+                    settings,
+                    &settings.queues.get(queue).dlq_name(),
+                    limit.limit,
+                )
+                .await
+            }
+            DlqCommand::Replay { queue, limit } => {
+                let q = settings.queues.get(queue);
+                replay_with_progress(settings, &q.dlq_name(), &q.name, limit.limit).await
+            }
+        }
+    }
+}
+
+impl ParkedCommand {
+    pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
+        let q = &settings.queues.call_record;
+        match self {
+            ParkedCommand::List { limit } => {
+                print_list(settings, &q.unattributed_name(), limit.limit).await
+            }
+            ParkedCommand::Replay { limit } => {
+                replay_with_progress(settings, &q.unattributed_name(), &q.name, limit.limit).await
+            }
+        }
+    }
+}
+
+async fn print_list(settings: &Settings, queue: &str, limit: usize) -> anyhow::Result<()> {
+    let entries = list(settings, queue, limit).await?;
+    if entries.is_empty() {
+        println!("{queue} is empty");
+    }
+    for (i, e) in entries.iter().enumerate() {
+        println!("--- {queue} #{}\n{e}", i + 1);
+    }
+    Ok(())
+}
+
+async fn replay_with_progress(
+    settings: &Settings,
+    from: &str,
+    to: &str,
+    limit: Option<usize>,
+) -> anyhow::Result<()> {
+    // Drawn only when stderr is a terminal.
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("{from} -> {to}"));
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let moved = replay(settings, from, to, limit, &progress).await;
+    bar.finish_and_clear();
+    let moved = moved?;
+    println!("replayed {moved} message(s) from {from} to {to}");
+    Ok(())
+}
 
 /// A dead-lettered (or parked) message as an operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -5,6 +5,8 @@
 //! document per line. Every message is checked to be JSON before anything is
 //! sent, so a typo does not half-publish a file.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context as _, bail};
 use lapin::BasicProperties;
 
@@ -12,6 +14,44 @@ use crate::{
     amqp::{self, publisher::Publisher},
     config::{QueueKind, Settings},
 };
+
+/// `publish` arguments.
+#[derive(clap::Args)]
+pub struct PublishArgs {
+    /// The input queue: xb_unbind, blacklist, phone_history or call_record.
+    #[arg(value_parser = crate::cli::parse_queue_key)]
+    queue: QueueKind,
+    /// File to read, or - for standard input.
+    #[arg(default_value = "-")]
+    file: PathBuf,
+}
+
+impl PublishArgs {
+    pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
+        let input = read_input(&self.file)?;
+        let n = publish(settings, self.queue, &input).await?;
+        println!(
+            "published {n} message(s) to {} (confirmed)",
+            settings.queues.get(self.queue).name
+        );
+        Ok(())
+    }
+}
+
+/// The whole of `file`, or of standard input for `-`.
+fn read_input(file: &Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut input = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("Failed to read standard input")?;
+    } else {
+        input = std::fs::read_to_string(file)
+            .with_context(|| format!("Failed to read {}", file.display()))?;
+    }
+    Ok(input)
+}
 
 /// Splits `input` into messages: the whole of it if it is one JSON
 /// document, else each non-blank line, each of which must be JSON.

@@ -12,14 +12,13 @@ use std::{
 };
 
 use axn_worker::{
-    amqp::topology,
     config::{QueueKind, Settings},
     startup::Application,
 };
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
     message::Delivery,
-    options::{BasicGetOptions, BasicPublishOptions, QueueDeleteOptions},
+    options::{BasicGetOptions, BasicPublishOptions},
 };
 use redis::AsyncCommands;
 use tokio::{io::AsyncReadExt, io::AsyncWriteExt, net::TcpListener, task::JoinHandle};
@@ -62,15 +61,13 @@ pub fn unique_id() -> String {
 /// Settings for a test: the shipped defaults, renamed under `id`, with short
 /// retry delays so retry paths run in well under a second.
 pub fn test_settings(id: &str) -> Settings {
-    let mut s = Settings::defaults().expect("shipped config loads");
+    let base = Settings::defaults().expect("shipped config loads");
+    let mut s = axn_worker::ops::namespace::namespaced(&base, id);
     for kind in QueueKind::ALL {
         let q = s.queues.get_mut(kind);
-        q.name = format!("{id}.{}", q.name);
         q.retry_delays_ms = vec![100, 200];
         q.max_attempts = 3;
     }
-    s.redis.key_prefix = format!("{id}:");
-    s.publish.call_log.routing_key = format!("{id}.house_exchange1_GetPhoneWriteLog");
     s.http.listen = "127.0.0.1:0".into();
     s.shutdown.grace_period_secs = 10;
     s.amqp.reconnect_min_delay_ms = 100;
@@ -418,21 +415,7 @@ impl TestApp {
 
 /// GET `path` on `addr` over HTTP/1.0: (status, body).
 pub async fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await?;
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    axn_worker::ops::probe::http_get(addr, path).await
 }
 
 /// [`try_get`] that must succeed.
@@ -448,44 +431,7 @@ pub const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
 /// The environment that makes the shipped config.toml into `s` (names,
 /// prefix, retries, timeouts, Redis): how a test runs the real binary.
 pub fn env_for(s: &Settings) -> Vec<(String, String)> {
-    let mut env = Vec::new();
-    for k in QueueKind::ALL {
-        let q = s.queues.get(k);
-        let at = |field: &str| format!("AXN__QUEUES__{}__{field}", k.key().to_uppercase());
-        env.push((at("NAME"), q.name.clone()));
-        env.push((at("RETRY_DELAYS_MS"), format!("{:?}", q.retry_delays_ms)));
-        env.push((at("MAX_ATTEMPTS"), q.max_attempts.to_string()));
-        env.push((at("TIMEOUT_SECS"), q.timeout_secs.to_string()));
-        env.push((at("CONCURRENCY"), q.concurrency.to_string()));
-    }
-    env.push(("AXN__AMQP__URL".into(), s.amqp.url.expose().to_owned()));
-    env.push(("AXN__REDIS__KEY_PREFIX".into(), s.redis.key_prefix.clone()));
-    let url = match &s.redis.url {
-        axn_worker::config::RedisUrl::Single(u) => u.expose().to_owned(),
-        axn_worker::config::RedisUrl::Cluster(_) => format!("{:?}", s.redis.url.urls()),
-    };
-    env.push(("AXN__REDIS__URL".into(), url));
-    env.push((
-        "AXN__PUBLISH__CALL_LOG__ROUTING_KEY".into(),
-        s.publish.call_log.routing_key.clone(),
-    ));
-    env.push((
-        "AXN__PUBLISH__CALL_LOG__PASSIVE".into(),
-        s.publish.call_log.passive.to_string(),
-    ));
-    env.push((
-        "AXN__SHUTDOWN__GRACE_PERIOD_SECS".into(),
-        s.shutdown.grace_period_secs.to_string(),
-    ));
-    env.push((
-        "AXN__AMQP__RECONNECT_MAX_DELAY_MS".into(),
-        s.amqp.reconnect_max_delay_ms.to_string(),
-    ));
-    env.push((
-        "AXN__AMQP__RECONNECT_MIN_DELAY_MS".into(),
-        s.amqp.reconnect_min_delay_ms.to_string(),
-    ));
-    env
+    axn_worker::ops::namespace::env(s)
 }
 
 /// The real `axn-worker run` as a child process under `settings`, ready.
@@ -525,14 +471,7 @@ impl WorkerProcess {
 
     pub async fn readyz(&self) -> u16 {
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let probe = async {
-            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-            s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await.ok()?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).await.ok()?;
-            buf.split_whitespace().nth(1)?.parse().ok()
-        };
-        probe.await.unwrap_or(0)
+        try_get(addr, "/readyz").await.map(|(s, _)| s).unwrap_or(0)
     }
 
     pub fn signal(&self, sig: &str) {
@@ -611,47 +550,25 @@ impl Drop for TestApp {
         if let Some(h) = self.handle.take() {
             h.abort();
         }
-        let queues: Vec<String> = topology::specs(&self.settings)
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        let prefix = self.settings.redis.key_prefix.clone();
-        // Cleanup needs async clients; run them on a runtime of their own so
-        // that it works from any test, panicking or not.
+        // Exactly this test's queues and keys. Cleanup needs async clients;
+        // run them on a runtime of their own so that it works from any test,
+        // panicking or not.
+        let settings = self.settings.clone();
         let cleaner = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(async move {
-                if let Ok(conn) =
-                    Connection::connect(AMQP_URL, ConnectionProperties::default()).await
-                {
-                    for q in queues {
-                        if let Ok(ch) = conn.create_channel().await {
-                            let _ = ch
-                                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                                .await;
-                        }
-                    }
-                    let _ = conn.close(200, "".into()).await;
-                }
-                if let Ok(client) = redis::Client::open(REDIS_URL)
-                    && let Ok(mut c) = client.get_multiplexed_async_connection().await
-                {
-                    {
-                        let mut keys: Vec<String> = Vec::new();
-                        if let Ok(mut it) = c.scan_match::<_, String>(format!("{prefix}*")).await {
-                            while let Some(k) = futures_util::StreamExt::next(&mut it).await {
-                                if let Ok(k) = k {
-                                    keys.push(k);
-                                }
-                            }
-                        }
-                        if !keys.is_empty() {
-                            let _: Result<(), _> = c.del(keys).await;
-                        }
-                    }
+            rt.block_on(async {
+                axn_worker::ops::namespace::cleanup(&settings).await;
+                // Keys a test wrote to the shared Redis while its worker
+                // used a Redis of the test's own.
+                let mut shared = settings.clone();
+                shared.redis.url = axn_worker::config::RedisUrl::Single(
+                    axn_worker::config::Secret::new(REDIS_URL),
+                );
+                if shared.redis.url != settings.redis.url {
+                    let _ = axn_worker::ops::namespace::delete_keys(&shared).await;
                 }
             });
         });

@@ -1,10 +1,11 @@
-//! `axn-worker bench`: the worker measured against the broker's own limit, on
+//! `axn-bench`: the worker measured against the broker's own limit, on
 //! whatever machine it runs on, with the local RabbitMQ and Redis.
 //!
 //! Throughput mode: pre-loads N persistent messages (40 % call records that
 //! publish call-log events, 30 % XB unbinds, 20 % blacklist changes, 10 % phone
 //! changes; the bindings they refer to seeded in Redis) under names of its own,
-//! then starts K real worker processes (`axn-worker run`, default settings
+//! then starts K real worker processes (`axn-worker run`, the binary beside
+//! this one unless `--worker` names another; default settings
 //! unless overridden) and times the drain from readiness to the last ack
 //! (read from the workers' `/metrics`). CPU time (user + system) and peak RSS
 //! come from the workers' own accounting in `/proc`. The same load, drained by
@@ -34,18 +35,16 @@ use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection,
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        QueueDeleteOptions,
-    },
+    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions},
     types::FieldTable,
 };
 use redis::AsyncCommands;
 use serde_json::json;
 
-use crate::{
+use axn_worker::{
     amqp::{self, topology},
     config::{QueueKind, Settings},
+    ops::{namespace, probe},
     store::Keys,
 };
 
@@ -102,20 +101,18 @@ impl Throughput {
     }
 }
 
-/// The bench's settings: `base` renamed under `namespace`, prefetch override.
+/// The bench's settings: `base` renamed under `namespace`, declaring its own
+/// queues, with the prefetch override.
 pub fn bench_settings(base: &Settings, namespace: &str, prefetch: Option<u16>) -> Settings {
-    let mut s = base.clone();
+    let mut s = namespace::namespaced(base, namespace);
     for kind in QueueKind::ALL {
         let q = s.queues.get_mut(kind);
-        q.name = format!("{namespace}.{}", q.name);
         q.passive = false;
         if let Some(p) = prefetch {
             q.concurrency = p;
         }
     }
-    s.redis.key_prefix = format!("{namespace}:");
     s.publish.call_log.exchange = String::new();
-    s.publish.call_log.routing_key = format!("{namespace}.{}", base.publish.call_log.routing_key);
     s.publish.call_log.passive = false;
     s
 }
@@ -300,17 +297,7 @@ impl Workers {
                 None => std::process::Command::new(&opts.binary),
             };
             cmd.args(["run", "--config"]).arg(&opts.config);
-            for kind in QueueKind::ALL {
-                let q = settings.queues.get(kind);
-                let at = |f: &str| format!("AXN__QUEUES__{}__{f}", kind.key().to_uppercase());
-                cmd.env(at("NAME"), &q.name)
-                    .env(at("CONCURRENCY"), q.concurrency.to_string());
-            }
-            cmd.env("AXN__REDIS__KEY_PREFIX", &settings.redis.key_prefix)
-                .env(
-                    "AXN__PUBLISH__CALL_LOG__ROUTING_KEY",
-                    &settings.publish.call_log.routing_key,
-                )
+            cmd.envs(namespace::env(settings))
                 .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
                 .env("RUST_LOG", "warn")
                 .stdout(std::process::Stdio::null())
@@ -325,22 +312,9 @@ impl Workers {
     }
 
     async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        probe::http_get(([127, 0, 0, 1], port).into(), path)
             .await
-            .ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await.ok()?;
-        let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-        Some((
-            status,
-            buf.split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_owned())
-                .unwrap_or_default(),
-        ))
+            .ok()
     }
 
     async fn all_ready(&self) -> bool {
@@ -525,7 +499,7 @@ async fn measure_bare(
         // With publish_per_call, a call record is acked only after one
         // persistent confirmed publish, as the worker's call-log event is.
         let publisher = if publish_per_call && kind == QueueKind::CallRecord {
-            Some(crate::amqp::publisher::Publisher::new(conn.create_channel().await?).await?)
+            Some(axn_worker::amqp::publisher::Publisher::new(conn.create_channel().await?).await?)
         } else {
             None
         };
@@ -684,33 +658,6 @@ async fn measure_latency(
     ))
 }
 
-/// Deletes everything the bench created.
-async fn cleanup(
-    settings: &Settings,
-    conn: &Connection,
-    redis: &mut redis::aio::MultiplexedConnection,
-) {
-    if let Ok(ch) = conn.create_channel().await {
-        for spec in topology::specs(settings) {
-            let _ = ch
-                .queue_delete(spec.name.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-    }
-    let prefix = settings.redis.key_prefix.clone();
-    let mut keys: Vec<String> = Vec::new();
-    if let Ok(mut it) = redis.scan_match::<_, String>(format!("{prefix}*")).await {
-        while let Some(k) = it.next().await {
-            if let Ok(k) = k {
-                keys.push(k);
-            }
-        }
-    }
-    for chunk in keys.chunks(1000) {
-        let _: Result<(), _> = redis.del(chunk).await;
-    }
-}
-
 fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(|a, b| a.total_cmp(b));
@@ -747,7 +694,7 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
         .lines()
         .find_map(|l| l.strip_prefix("redis_version:").map(str::to_owned))
         .unwrap_or_default();
-    cleanup(&settings, &conn, &mut redis).await;
+    namespace::cleanup(&settings).await;
     topology::declare(&conn, &settings).await?;
     let channel = conn.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
@@ -773,16 +720,16 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..opts.repeat.max(1) {
                 workers.push(measure_worker(opts, &settings, &channel, &mut redis).await?);
-                cleanup(&settings, &conn, &mut redis).await;
+                namespace::cleanup(&settings).await;
                 topology::declare(&conn, &settings).await?;
                 bares.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::AckOnly).await?);
-                cleanup(&settings, &conn, &mut redis).await;
+                namespace::cleanup(&settings).await;
                 topology::declare(&conn, &settings).await?;
                 publishing.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::Publishing).await?);
-                cleanup(&settings, &conn, &mut redis).await;
+                namespace::cleanup(&settings).await;
                 topology::declare(&conn, &settings).await?;
                 one_queue.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::OneQueue).await?);
-                cleanup(&settings, &conn, &mut redis).await;
+                namespace::cleanup(&settings).await;
                 topology::declare(&conn, &settings).await?;
             }
             let ratios: Vec<f64> = workers.iter().zip(&bares).map(|(w, b)| w.rate() / b.rate()).collect();
@@ -833,7 +780,7 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
         Ok(())
     }
     .await;
-    cleanup(&settings, &conn, &mut redis).await;
+    namespace::cleanup(&settings).await;
     let _ = conn.close(200, "bench done".into()).await;
     result?;
 

@@ -1,0 +1,121 @@
+//! The bench against the real RabbitMQ and Redis: it measures, reports,
+//! appends only when asked, and leaves nothing behind. It runs the
+//! `axn-worker` binary beside it, which `cargo test --workspace` builds.
+
+use std::{process::Stdio, time::Duration};
+
+use redis::AsyncCommands;
+
+const BIN: &str = env!("CARGO_BIN_EXE_axn-bench");
+const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml");
+const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+fn unique_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("t{}n{nanos}", std::process::id())
+}
+
+/// `axn-bench` end to end, small: a throughput run and a latency run against the
+/// real services, each printing and appending its row, and nothing of the
+/// bench's left on the broker or in Redis afterwards.
+#[tokio::test]
+async fn bench_measures_reports_and_cleans_up() {
+    let namespace = format!("{}-bench", unique_id());
+    let report = std::env::temp_dir().join(format!("{namespace}.md"));
+    let run = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(["--config", CONFIG, "--namespace", &namespace, "--append"])
+            .arg(&report)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd.output()
+    };
+    let number = |row: &str, before: &str, after: &str| -> f64 {
+        let start = row
+            .find(before)
+            .unwrap_or_else(|| panic!("{before:?} in {row}"))
+            + before.len();
+        let rest = &row[start..];
+        rest[..rest.find(after).unwrap()].trim().parse().unwrap()
+    };
+
+    let out = tokio::time::timeout(Duration::from_secs(120), run(&["-n", "1000"]))
+        .await
+        .expect("bench finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| throughput |"))
+        .unwrap();
+    assert!(row.contains("1000 messages (40/30/20/10 mix)"), "{row}");
+    for (before, after) in [
+        ("| worker ", " msg/s"),
+        ("bare consumer ", " msg/s"),
+        ("publishing per call record ", " msg/s"),
+        ("bare consumer on one queue ", " msg/s"),
+        ("call-log confirm mean ", " ms"),
+        ("| CPU ", " µs/msg"),
+        ("peak RSS ", " MiB"),
+    ] {
+        assert!(number(row, before, after) > 0.0, "{before}: {row}");
+    }
+    assert!(number(row, "broker CPU ", " µs/msg") > 0.0, "{row}");
+
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        run(&["--latency", "--rate", "200", "--duration", "1"]),
+    )
+    .await
+    .expect("bench finishes")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| latency |"))
+        .unwrap();
+    let (p50, p99, max) = (
+        number(row, "| p50 ", " ms"),
+        number(row, "| p99 ", " ms"),
+        number(row, "| max ", " ms"),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{row}");
+
+    let appended = std::fs::read_to_string(&report).unwrap();
+    let _ = std::fs::remove_file(&report);
+    assert_eq!(appended.matches("### ").count(), 2, "{appended}");
+    assert!(appended.contains("| throughput |") && appended.contains("| latency |"));
+
+    let queues = tokio::process::Command::new("rabbitmqctl")
+        .args(["list_queues", "-q", "--no-table-headers", "name"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let queues = String::from_utf8_lossy(&queues.stdout);
+    assert!(
+        !queues.lines().any(|q| q.starts_with(&namespace)),
+        "bench queues left: {queues}"
+    );
+    let mut redis = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis.keys(format!("{namespace}:*")).await.unwrap();
+    assert!(keys.is_empty(), "bench keys left: {keys:?}");
+}

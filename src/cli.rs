@@ -1,0 +1,107 @@
+//! The command line: the `axn-worker` command tree and its dispatch. Each
+//! subcommand's arguments live beside the code that runs it (`ops::*`,
+//! `startup` for `run`); this file only routes.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::{
+    config::{QueueKind, Settings},
+    ops, startup, telemetry,
+};
+
+/// Keeps the AXN privacy-number platform's Redis state in step with its
+/// RabbitMQ queues (XB unbind, blacklist, phone change, call record) and
+/// publishes call-log events. Without a command, runs the worker.
+///
+/// Every setting comes from the configuration file (--config), and any of
+/// them can be overridden from the environment as AXN__<SECTION>__<KEY>,
+/// e.g. AXN__AMQP__URL or AXN__QUEUES__XB_UNBIND__CONCURRENCY.
+#[derive(Parser)]
+#[command(name = "axn-worker", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "config.toml",
+        env = "AXN_CONFIG"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run all consumers and the HTTP server (the default). Stops cleanly on
+    /// SIGTERM or Ctrl-C: no new messages, in-flight ones finished and acked.
+    Run,
+    /// A guided tour: run a worker under demo names (queues axn-demo.*, keys
+    /// axn-demo:*), publish the seed's example message of each kind, and show
+    /// what changed in Redis and what was published.
+    Demo(ops::demo::DemoArgs),
+    /// Load and validate the configuration (file and AXN__ environment) and
+    /// print the effective settings, secrets hidden. Exits non-zero with the
+    /// reason when it is invalid.
+    CheckConfig,
+    /// Publish JSON messages to an input queue, publisher-confirmed: one JSON
+    /// document, or one per line. For smoke tests and manual fixes.
+    ///
+    /// Example: echo '{"subId":"1","telX":"17111526089"}' | axn-worker publish xb_unbind
+    Publish(ops::publish::PublishArgs),
+    /// Dead-lettered messages of an input queue (<queue>.dlq).
+    #[command(subcommand)]
+    Dlq(ops::dlq::DlqCommand),
+    /// Call records that matched no XB binding (<call_record queue>.unattributed).
+    #[command(subcommand)]
+    Parked(ops::dlq::ParkedCommand),
+    /// Print the worker's queues as a RabbitMQ definitions file, for brokers
+    /// whose topology SREs own (import it, then run with passive = true).
+    Definitions(ops::definitions::DefinitionsArgs),
+}
+
+/// Loads the settings and runs the command (the worker by default).
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(&cli.config).with_context(|| {
+        format!(
+            "Failed to load the configuration from {}",
+            cli.config.display()
+        )
+    })?;
+    let command = cli.command.unwrap_or(Command::Run);
+    if matches!(command, Command::Run | Command::Demo(_)) {
+        telemetry::init(&settings.log);
+    }
+    let rt = runtime()?;
+    match command {
+        Command::Run => rt.block_on(startup::run_until_signal(settings)),
+        Command::Demo(args) => rt.block_on(args.run(&settings)),
+        Command::CheckConfig => ops::check_config::run(&settings),
+        Command::Publish(args) => rt.block_on(args.run(&settings)),
+        Command::Dlq(c) => rt.block_on(c.run(&settings)),
+        Command::Parked(c) => rt.block_on(c.run(&settings)),
+        Command::Definitions(args) => args.run(&settings),
+    }
+}
+
+/// The async runtime every command runs on: one thread. One core serves the
+/// worker best on these machines, the broker and Redis need the other
+/// (docs/architecture.md, "Runtime").
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("Failed to start the async runtime")
+}
+
+/// Parses a queue key (`xb_unbind`, ...) for clap.
+pub fn parse_queue_key(key: &str) -> Result<QueueKind, String> {
+    QueueKind::from_key(key).ok_or_else(|| {
+        let keys: Vec<&str> = QueueKind::ALL.iter().map(|k| k.key()).collect();
+        format!("unknown queue key {key:?}; use one of {}", keys.join(", "))
+    })
+}
