@@ -7,10 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::{
-    config::{QueueKind, Settings},
-    ops, startup, telemetry,
-};
+use crate::{config::Settings, ops, startup, telemetry};
 
 /// Keeps the AXN privacy-number platform's Redis state in step with its
 /// RabbitMQ queues (XB unbind, blacklist, phone change, call record) and
@@ -96,12 +93,4 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("Failed to start the async runtime")
-}
-
-/// Parses a queue key (`xb_unbind`, ...) for clap.
-pub fn parse_queue_key(key: &str) -> Result<QueueKind, String> {
-    QueueKind::from_key(key).ok_or_else(|| {
-        let keys: Vec<&str> = QueueKind::ALL.iter().map(|k| k.key()).collect();
-        format!("unknown queue key {key:?}; use one of {}", keys.join(", "))
-    })
 }

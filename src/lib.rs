@@ -1,19 +1,22 @@
 //! axn-worker keeps the AXN privacy-number platform's Redis state in step with
 //! its RabbitMQ queues: XB unbind callbacks, B-number blacklist changes,
 //! employee phone changes and call records come in; Redis hashes and sets are
-//! updated, and call-log events go out. `../shared/design/SPEC.md` (or
-//! `docs/architecture.md`) is the contract.
+//! updated, and call-log events go out. `docs/architecture.md` explains how
+//! it keeps its contract.
 //!
-//! # Layout
+//! # Layout (docs/architecture.md has the whole map)
+//! - [`cli`]: the command tree; [`startup`]: `Application`, `run_until_signal`.
 //! - [`config`]: settings (shipped `config.toml` + file + `AXN__` env), validated.
-//! - [`startup`]: `Application::build` / `run_until_stopped`.
-//! - [`broker`]: connection supervisor, topology, consume loop and the one
-//!   function that acks, retries, parks or dead-letters ([`broker::consumer::settle`]).
+//! - [`outcome`]: the failure vocabulary every layer shares.
+//! - [`amqp`]: connection, topology, confirmed publisher, the headers of copies.
+//! - [`broker`]: connection supervisor, consume loop, and the one function
+//!   that acks, retries, parks or dead-letters ([`broker::settle::settle`]).
 //! - [`handlers`]: one file per input queue: message type, validation, effect.
-//! - [`store`]: Redis keys, scripts and connection.
-//! - [`http`]: `/healthz`, `/readyz`, `POST /number-mapping`.
+//! - [`store`]: Redis keys, scripts and connection, by subject.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `POST /number-mapping`.
 //! - [`mapping`]: PhoneToUID / UIDToPhone (ids, codes, validation).
-//! - [`phone`]: normalizing and masking numbers.
+//! - [`phone`]: normalizing and masking numbers; [`telemetry`]: logging.
+//! - [`ops`]: operator commands.
 
 pub mod amqp;
 pub mod broker;

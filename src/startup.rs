@@ -23,8 +23,12 @@ pub const STOP_MARGIN: Duration = Duration::from_secs(3);
 
 pub struct Application {
     settings: Arc<Settings>,
+    /// Bound before `run_until_stopped`, so a caller (a test on port 0) can
+    /// learn the address first.
     listener: TcpListener,
     store: Store,
+    /// Shared by the broker supervisor, the Redis probe, `/readyz` and the
+    /// metrics.
     health: Arc<Health>,
     /// Label appended to the AMQP connection name (see `with_instance`).
     instance: Option<String>,

@@ -44,7 +44,7 @@ struct Args {
     latency: bool,
     /// Only messages of this queue instead of the 40/30/20/10 mix
     /// (call_record, xb_unbind, blacklist, phone_history).
-    #[arg(long, value_parser = axn_worker::cli::parse_queue_key)]
+    #[arg(long, value_parser = QueueKind::parse_key)]
     only: Option<QueueKind>,
     /// Messages per second in latency mode.
     #[arg(long, default_value_t = 2000)]

@@ -3,6 +3,7 @@
 //! publisher-confirmed publisher, and the headers of the copies the worker
 //! makes. It knows nothing of messages' meaning.
 
+pub mod forward;
 pub mod headers;
 pub mod publisher;
 pub mod topology;

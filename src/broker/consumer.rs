@@ -1,4 +1,4 @@
-//! The consume loop of one input queue, and [`process`]: what happens to one
+//! The consume loop of one input queue, and `process`: what happens to one
 //! delivery until it is handed to [`settle`](super::settle::settle), the only
 //! place that decides its fate.
 //!

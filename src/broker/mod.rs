@@ -69,9 +69,15 @@ enum SessionEnd {
 /// The broker side of the worker.
 pub struct Broker {
     settings: Arc<Settings>,
+    /// Handed to every session's handlers (cheap clones of one connection).
     store: Store,
+    /// Where consumers report that they consume; `/readyz` reads it.
     health: Arc<Health>,
+    /// One per input queue, kept across sessions (ordering state, metric
+    /// handles).
     queues: Vec<Arc<QueueRuntime>>,
+    /// Every message task and ack sender of every session: the shutdown
+    /// drain waits on it.
     tracker: TaskTracker,
     /// The AMQP connection_name.
     name: String,

@@ -17,7 +17,10 @@ use super::{
     consumer::QueueRuntime,
 };
 use crate::{
-    amqp::headers::{Forward, History, forwarded_properties},
+    amqp::{
+        forward::{Forward, forwarded_properties},
+        headers::History,
+    },
     handlers::Ctx,
     outcome::{HandlerError, Outcome, Part, Reason},
     phone::mask_digits_in,

@@ -54,8 +54,11 @@ impl Job {
 #[derive(Clone)]
 pub struct Ctx {
     pub store: Store,
-    /// Publisher-confirmed channel for call-log events.
+    /// This queue's publisher-confirmed channel: call-log events, and the
+    /// copies `settle` makes (one per queue, so one queue's publishes never
+    /// wait behind another's confirms).
     pub publisher: Publisher,
+    /// Read by handlers for the key prefix, retention and call-log target.
     pub settings: Arc<Settings>,
     /// The handler timeout: also the lease on a call record being published.
     pub timeout: Duration,

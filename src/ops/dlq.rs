@@ -37,7 +37,7 @@ pub enum DlqCommand {
     /// body with numbers masked) without consuming them.
     List {
         /// xb_unbind, blacklist, phone_history or call_record.
-        #[arg(value_parser = crate::cli::parse_queue_key)]
+        #[arg(value_parser = QueueKind::parse_key)]
         queue: QueueKind,
         #[command(flatten)]
         limit: Limit,
@@ -47,7 +47,7 @@ pub enum DlqCommand {
     /// at most the messages present when it starts.
     Replay {
         /// xb_unbind, blacklist, phone_history or call_record.
-        #[arg(value_parser = crate::cli::parse_queue_key)]
+        #[arg(value_parser = QueueKind::parse_key)]
         queue: QueueKind,
         #[command(flatten)]
         limit: OptionalLimit,

@@ -19,7 +19,7 @@ use crate::{
 #[derive(clap::Args)]
 pub struct PublishArgs {
     /// The input queue: xb_unbind, blacklist, phone_history or call_record.
-    #[arg(value_parser = crate::cli::parse_queue_key)]
+    #[arg(value_parser = QueueKind::parse_key)]
     queue: QueueKind,
     /// File to read, or - for standard input.
     #[arg(default_value = "-")]

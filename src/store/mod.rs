@@ -9,10 +9,10 @@
 //! updated atomically). Single-key operations are the same in both modes.
 
 //!
-//! One file per what the operations are about: the connection ([`conn`]),
-//! XB bindings and call claims ([`xb`]), an employee's profile (blacklist and
-//! phones, [`profile`]), the number map ([`number_map`]); every key name is
-//! built in [`keys`].
+//! One file per what the operations are about: the connection (`conn`),
+//! XB bindings and call claims (`xb`), an employee's profile (blacklist and
+//! phones, `profile`), the number map (`number_map`); every key name is
+//! built in `keys`.
 
 mod conn;
 mod keys;

@@ -120,8 +120,8 @@ impl Store {
         Ok(UnbindResult::Unbound)
     }
 
-    /// Adds or removes a number; true when the set changed.
-
+    /// Claims `call_id` for publishing (see `handlers::call_record`): the
+    /// binding of `sub_id` and a lease under `token`, or why not.
     pub async fn claim_call(
         &self,
         call_id: &str,

@@ -1,0 +1,98 @@
+//! What the types of the settings cannot say: ranges, and names that must
+//! differ. Runs before anything connects.
+
+use std::collections::HashSet;
+
+use super::{ConfigError, QueueKind, Settings};
+
+impl Settings {
+    /// Checks what the types cannot: ranges, and names that must differ.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if !self.amqp.url.expose().starts_with("amqp://")
+            && !self.amqp.url.expose().starts_with("amqps://")
+        {
+            return bad("amqp.url must start with amqp:// or amqps://".into());
+        }
+        let urls = self.redis.url.urls();
+        if urls.is_empty()
+            || urls
+                .iter()
+                .any(|u| !u.starts_with("redis://") && !u.starts_with("rediss://"))
+        {
+            return bad("redis.url must be a redis:// or rediss:// URL, or a non-empty list of them (cluster nodes)".into());
+        }
+        if self.redis.response_timeout_ms == 0 || self.redis.connect_timeout_ms == 0 {
+            return bad(
+                "redis.connect_timeout_ms and redis.response_timeout_ms must be above 0".into(),
+            );
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!(
+                "http.listen {:?} is not an address like 127.0.0.1:8080",
+                self.http.listen
+            ));
+        }
+        if self.http.header_read_timeout_secs == 0 || self.http.request_timeout_secs == 0 {
+            return bad(
+                "http.header_read_timeout_secs and http.request_timeout_secs must be above 0"
+                    .into(),
+            );
+        }
+        if self.amqp.reconnect_min_delay_ms == 0
+            || self.amqp.reconnect_max_delay_ms < self.amqp.reconnect_min_delay_ms
+        {
+            return bad(
+                "amqp.reconnect_min_delay_ms must be above 0 and at most reconnect_max_delay_ms"
+                    .into(),
+            );
+        }
+        let mut names = HashSet::new();
+        for kind in QueueKind::ALL {
+            let q = self.queues.get(kind);
+            let at = |field: &str| format!("queues.{kind}.{field}");
+            if q.name.is_empty() || q.name.len() > 200 {
+                return bad(format!("{} must be 1-200 characters", at("name")));
+            }
+            if q.concurrency == 0 {
+                return bad(format!("{} must be at least 1", at("concurrency")));
+            }
+            if q.timeout_secs == 0 {
+                return bad(format!("{} must be at least 1", at("timeout_secs")));
+            }
+            if q.max_attempts == 0 {
+                return bad(format!("{} must be at least 1", at("max_attempts")));
+            }
+            if q.retry_delays_ms.is_empty() || q.retry_delays_ms.contains(&0) {
+                return bad(format!(
+                    "{} must list at least one delay, each above 0",
+                    at("retry_delays_ms")
+                ));
+            }
+            if q.max_body_bytes == 0 {
+                return bad(format!("{} must be above 0", at("max_body_bytes")));
+            }
+            if q.max_batch_records == 0 {
+                return bad(format!("{} must be above 0", at("max_batch_records")));
+            }
+            if !names.insert(q.name.clone()) {
+                return bad(format!(
+                    "{} {:?} is used by another queue",
+                    at("name"),
+                    q.name
+                ));
+            }
+        }
+        let out = &self.publish.call_log;
+        if out.exchange.is_empty() && names.contains(&out.routing_key) {
+            return bad("publish.call_log.routing_key names an input queue".into());
+        }
+        if self.mapping.max_batch == 0 || self.mapping.max_body_bytes == 0 {
+            return bad("mapping.max_batch and mapping.max_body_bytes must be above 0".into());
+        }
+        if out.routing_key.is_empty() {
+            return bad("publish.call_log.routing_key must not be empty".into());
+        }
+        Ok(())
+    }
+}
