@@ -1,7 +1,7 @@
 //! What each input queue's messages mean: parsing and validation (pure), and
 //! the effect on Redis (one file per queue). Handlers never ack, retry or
 //! dead-letter anything themselves: they return an [`Outcome`] per message (or
-//! per record of a batch), and `broker::consumer::settle` decides the
+//! per record of a batch), and `broker::settle::settle` decides the
 //! message's fate from it in one place.
 //!
 //! # Errors
