@@ -56,6 +56,9 @@ enum Command {
     /// Call records that matched no XB binding (<call_record queue>.unattributed).
     #[command(subcommand)]
     Parked(ops::dlq::ParkedCommand),
+    /// The binding API's number pool: import numbers, count them.
+    #[command(subcommand)]
+    Pool(ops::pool::PoolCommand),
     /// Print the worker's queues as a RabbitMQ definitions file, for brokers
     /// whose topology SREs own (import it, then run with passive = true).
     Definitions(ops::definitions::DefinitionsArgs),
@@ -81,6 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => rt.block_on(args.run(&settings)),
         Command::Dlq(c) => rt.block_on(c.run(&settings)),
         Command::Parked(c) => rt.block_on(c.run(&settings)),
+        Command::Pool(c) => rt.block_on(c.run(&settings)),
         Command::Definitions(args) => args.run(&settings),
     }
 }

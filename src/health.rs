@@ -26,6 +26,8 @@ pub struct Health {
     /// True while `missing_targets` is not empty: a successful publish
     /// checks this instead of taking the lock.
     any_missing: AtomicBool,
+    /// Set in an API-only process: no consumer is expected.
+    no_consumers: AtomicBool,
 }
 
 /// The readiness report, also the body of `/readyz`.
@@ -53,6 +55,11 @@ impl Health {
         for c in &self.consuming {
             c.store(false, Ordering::SeqCst);
         }
+    }
+    /// An API-only process (`[platform] role = "api"`): readiness does not
+    /// wait for consumers.
+    pub fn expect_no_consumers(&self) {
+        self.no_consumers.store(true, Ordering::SeqCst);
     }
     pub fn set_redis(&self, up: bool) {
         self.redis.store(up, Ordering::SeqCst);
@@ -93,7 +100,8 @@ impl Health {
             .filter(|k| self.consuming[index(*k)].load(Ordering::SeqCst))
             .map(QueueKind::key)
             .collect();
-        let broker = consuming.len() == QueueKind::ALL.len();
+        let broker =
+            consuming.len() == QueueKind::ALL.len() || self.no_consumers.load(Ordering::SeqCst);
         let redis = self.redis.load(Ordering::SeqCst);
         let stopping = self.stopping.load(Ordering::SeqCst);
         let missing_targets: Vec<String> = self

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod ops;
 pub mod outcome;
 pub mod phone;
+pub mod platform;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

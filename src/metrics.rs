@@ -19,6 +19,9 @@
 //! | `axn_broker_connected`, `axn_redis_connected` | | 1 while connected (and consuming) / answering |
 //! | `axn_broker_reconnects_total` | | broker sessions lost and re-established |
 //! | `axn_publish_targets_missing` | | publish targets (queues, the call-log exchange) found missing and not published to since; not ready while above 0 |
+//! | `axn_platform_requests_total` | operation, result | binding API requests answered (`success` 2000, `failure` 5000) |
+//! | `axn_platform_request_seconds` | operation | binding API latency |
+//! | `axn_platform_xb_expired_total` | | MQ108 unbinds the platform published for expired XB bindings |
 //! | `axn_build_info` | version | always 1 |
 //!
 //! `queue` is the queue key (`xb_unbind`, `blacklist`, `phone_history`,
@@ -41,6 +44,17 @@ use crate::{config::QueueKind, health::Health, outcome::Reason};
 
 /// The `outcome` label values of `axn_handler_duration_seconds`.
 pub const OUTCOMES: [&str; 4] = ["applied", "parked", "permanent", "transient"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabel {
@@ -140,6 +154,9 @@ pub struct Metrics {
     redis_connected: Gauge,
     broker_reconnects: Counter<u64, AtomicU64>,
     targets_missing: Gauge,
+    platform_requests: Family<OperationLabels, Counter>,
+    platform_latency: Family<OperationLabel, Histogram, fn() -> Histogram>,
+    platform_xb_expired: Counter,
     health: Arc<Health>,
 }
 
@@ -162,6 +179,9 @@ impl Metrics {
             redis_connected: Gauge::default(),
             broker_reconnects: Counter::default(),
             targets_missing: Gauge::default(),
+            platform_requests: Family::default(),
+            platform_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            platform_xb_expired: Counter::default(),
             health,
             registry: Registry::default(),
         };
@@ -241,6 +261,21 @@ impl Metrics {
             "Publish targets found missing and not published to since",
             m.targets_missing.clone(),
         );
+        r.register(
+            "axn_platform_requests",
+            "Binding API requests answered",
+            m.platform_requests.clone(),
+        );
+        r.register(
+            "axn_platform_request_seconds",
+            "Binding API latency",
+            m.platform_latency.clone(),
+        );
+        r.register(
+            "axn_platform_xb_expired",
+            "MQ108 unbinds published for expired XB bindings",
+            m.platform_xb_expired.clone(),
+        );
         let build = Family::<VersionLabel, Gauge>::default();
         build
             .get_or_create(&VersionLabel {
@@ -319,6 +354,21 @@ impl Metrics {
             }),
             dead_lettered: self.dead_lettered.clone(),
         }
+    }
+
+    /// A binding API request answered.
+    pub fn platform_request(&self, operation: &'static str, result: &'static str, seconds: f64) {
+        self.platform_requests
+            .get_or_create(&OperationLabels { operation, result })
+            .inc();
+        self.platform_latency
+            .get_or_create(&OperationLabel { operation })
+            .observe(seconds);
+    }
+
+    /// An expired XB binding's MQ108 unbind published.
+    pub fn platform_xb_expired(&self) {
+        self.platform_xb_expired.inc();
     }
 
     /// A call-log event confirmed `confirm_seconds` after it was published.

@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     broker::Broker,
-    config::Settings,
+    config::{Role, Settings},
     health::Health,
     http::{self, AppState},
     metrics::Metrics,
+    platform::Platform,
     store::Store,
 };
 
@@ -96,6 +97,31 @@ impl Application {
             "axn-worker starting"
         );
         let internal = shutdown.child_token();
+        let role = settings.platform.role;
+        let on_cluster = !matches!(settings.redis.url, crate::config::RedisUrl::Single(_));
+        if settings.platform.enabled && on_cluster {
+            tracing::error!(
+                "the platform API needs one Redis, not a cluster (docs/platform-api.md): not serving it"
+            );
+        }
+        let platform = if settings.platform.enabled && !on_cluster && role != Role::Consumers {
+            let p = Platform::new(
+                Arc::clone(&settings),
+                store.clone(),
+                Arc::clone(&metrics),
+                Arc::clone(&health),
+            )
+            .context("The platform API cannot run with these settings")?;
+            Some(Arc::new(p))
+        } else {
+            None
+        };
+        let expiry = platform
+            .clone()
+            .map(|p| tokio::spawn(p.expire_xb_bindings(internal.clone())));
+        if role == Role::Api {
+            health.expect_no_consumers();
+        }
         let http = tokio::spawn(http::serve(
             listener,
             AppState {
@@ -103,6 +129,7 @@ impl Application {
                 store: store.clone(),
                 settings: Arc::clone(&settings),
                 metrics: Arc::clone(&metrics),
+                platform: platform.clone(),
             },
             internal.clone(),
         ));
@@ -118,8 +145,15 @@ impl Application {
             Arc::clone(&health),
             metrics,
             instance.as_deref(),
-        )
-        .run(shutdown.clone());
+        );
+        let stop = shutdown.clone();
+        let broker = async move {
+            if role == Role::Api {
+                stop.cancelled().await;
+                return Ok(());
+            }
+            broker.run(stop).await
+        };
         // Every step of the shutdown has its own deadline; this one bounds
         // them all, whatever the broker does.
         let limit = Duration::from_secs(settings.shutdown.grace_period_secs) + STOP_MARGIN;
@@ -136,6 +170,12 @@ impl Application {
         health.set_stopping();
         internal.cancel();
         let _ = probe.await;
+        if let Some(expiry) = expiry {
+            let _ = expiry.await;
+        }
+        if let Some(p) = &platform {
+            p.close().await;
+        }
         let http_abort = http.abort_handle();
         match tokio::time::timeout(STOP_MARGIN, http).await {
             Ok(Ok(Ok(()))) => {}

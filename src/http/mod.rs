@@ -34,12 +34,18 @@ pub struct AppState {
     pub store: Store,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
+    /// The binding API, when this process serves it.
+    pub platform: Option<Arc<crate::platform::Platform>>,
 }
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.mapping.max_body_bytes;
     let request_timeout = Duration::from_secs(state.settings.http.request_timeout_secs);
-    Router::new()
+    let platform = state
+        .platform
+        .clone()
+        .map(|p| crate::platform::router(p, state.settings.platform.max_body_bytes));
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -47,7 +53,9 @@ pub fn router(state: AppState) -> Router {
             "/number-mapping",
             post(mapping::number_mapping).layer(DefaultBodyLimit::max(body_limit)),
         )
-        .with_state(state)
+        .with_state(state);
+    platform
+        .map_or(routes.clone(), |p| routes.merge(p))
         .layer(middleware::from_fn_with_state(request_timeout, deadline))
 }
 

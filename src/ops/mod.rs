@@ -6,5 +6,6 @@ pub mod definitions;
 pub mod demo;
 pub mod dlq;
 pub mod namespace;
+pub mod pool;
 pub mod probe;
 pub mod publish;

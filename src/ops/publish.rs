@@ -39,7 +39,7 @@ impl PublishArgs {
 }
 
 /// The whole of `file`, or of standard input for `-`.
-fn read_input(file: &Path) -> anyhow::Result<String> {
+pub fn read_input(file: &Path) -> anyhow::Result<String> {
     use std::io::Read as _;
     let mut input = String::new();
     if file.as_os_str() == "-" {

@@ -60,6 +60,43 @@ impl Keys {
     pub fn signing_key(&self) -> String {
         self.k("axn_worker_signing_key")
     }
+    /// hash: one number of the binding API's pool (platformId, poolId,
+    /// regionId, numberState, bindState, userId, telA, subId, ...).
+    pub fn number(&self, number: &str) -> String {
+        self.k(&format!("PrivateNumber_number:{number}"))
+    }
+    /// set: every number of a platform.
+    pub fn pool(&self, platform: &str) -> String {
+        self.k(&format!("PrivateNumber_pool:{platform}"))
+    }
+    /// set: the numbers of a platform that can be bound now.
+    pub fn pool_free(&self, platform: &str) -> String {
+        self.k(&format!("PrivateNumber_pool_free:{platform}"))
+    }
+    /// set: every platform id that has numbers.
+    pub fn platforms(&self) -> String {
+        self.k("PrivateNumber_platforms")
+    }
+    /// hash platformId -> the user's AX number on it (the bind lock).
+    pub fn user_ax(&self, user: u64) -> String {
+        self.k(&format!("PrivateNumber_user_ax:{user}"))
+    }
+    /// string: the user's temporary number of fault mode.
+    pub fn user_fault(&self, user: u64) -> String {
+        self.k(&format!("PrivateNumber_user_fault:{user}"))
+    }
+    /// sorted set subId -> expiresAt of the XB bindings the API made.
+    pub fn xb_expiry(&self) -> String {
+        self.k("PrivateNumber_xb_expiry")
+    }
+    /// hash op -> error kind: the simulated carrier fails the next `op` once.
+    pub fn simulated_failures(&self) -> String {
+        self.k("axn_simulated_carrier_fail")
+    }
+    /// string: a successful API answer, kept for a retried request.
+    pub fn api_replay(&self, fingerprint: &str) -> String {
+        self.k(&format!("PrivateNumber_api_replay:{fingerprint}"))
+    }
     /// string: the call record dedupe mark (`1`, or a publish lease).
     pub fn calllog(&self, call_id: &str) -> String {
         self.k(&format!("PrivateNumber_calllog:{call_id}"))

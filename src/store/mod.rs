@@ -17,6 +17,7 @@
 mod conn;
 mod keys;
 mod number_map;
+pub mod platform;
 mod profile;
 mod xb;
 

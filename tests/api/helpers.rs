@@ -499,17 +499,38 @@ impl HttpAnswer {
     }
 }
 
-/// POSTs `body` to `addr` + `path`, with Basic credentials if given.
+/// POSTs a JSON `body` to `addr` + `path`, with Basic credentials if given.
 pub async fn post(
     addr: SocketAddr,
     path: &str,
     body: &[u8],
     auth: Option<(&str, &str)>,
 ) -> HttpAnswer {
+    send_post(addr, path, "application/json", body, auth).await
+}
+
+/// POSTs `body` of `content_type` without credentials: (status, body).
+pub async fn post_raw(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let a = send_post(addr, path, content_type, body, None).await;
+    (a.status, a.body)
+}
+
+async fn send_post(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    auth: Option<(&str, &str)>,
+) -> HttpAnswer {
     use base64::Engine as _;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut head = format!(
-        "POST {path} HTTP/1.0\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        "POST {path} HTTP/1.0\r\nHost: test\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
         body.len()
     );
     if let Some((u, p)) = auth {

@@ -21,6 +21,7 @@ mod once_per_call;
 mod operate;
 mod ordering;
 mod phone_history;
+mod platform;
 mod proxy;
 mod publish_targets;
 mod raw_amqp;

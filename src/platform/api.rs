@@ -1,0 +1,275 @@
+//! The seed's request and answer shapes: parameters matched
+//! case-insensitively from the query string, a form or a JSON body; the
+//! envelope every answer has (HTTP 200 whatever the outcome); and the number
+//! rules (X virtual: 16/17/19; A and B real mobiles: 13/14/15/18).
+
+use std::collections::BTreeMap;
+
+use rand::Rng as _;
+use serde_json::{Value, json};
+
+use crate::phone;
+
+/// An operation's result: DataBody and ResultMsg on success; on failure the
+/// seed's message (and a DataBody where the seed gives one).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Ok { body: Vec<Value>, message: String },
+    Fail { message: String, body: Vec<Value> },
+}
+
+impl Answer {
+    pub fn ok(body: Vec<Value>) -> Self {
+        Answer::Ok {
+            body,
+            message: "SUCCESS".into(),
+        }
+    }
+    pub fn fail(message: impl Into<String>) -> Self {
+        Answer::Fail {
+            message: message.into(),
+            body: Vec::new(),
+        }
+    }
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Answer::Ok { .. })
+    }
+
+    /// Base path A's envelope.
+    pub fn envelope(&self) -> Value {
+        let request_id: String = {
+            let mut rng = rand::rng();
+            (0..16)
+                .map(|_| format!("{:02x}", rng.random::<u8>()))
+                .collect()
+        };
+        let (code, message, body) = match self {
+            Answer::Ok { body, message } => (2000, message.as_str(), body),
+            Answer::Fail { message, body } => (5000, message.as_str(), body),
+        };
+        let n = if code == 2000 { body.len() } else { 0 };
+        json!({
+            "RequestId": request_id,
+            "ResultCode": code,
+            "ResultMsg": message,
+            "DebugMsg": "",
+            "IsEncrypt": 0,
+            "DataCount": n,
+            "PageSize": n,
+            "PageIndex": if n == 0 { 0 } else { 1 },
+            "DataBody": body,
+            "EncDataBody": "",
+        })
+    }
+
+    /// Base path B's shorter envelope.
+    pub fn short_envelope(&self) -> Value {
+        let (code, message, body) = match self {
+            Answer::Ok { body, message } => (2000, message.as_str(), body),
+            Answer::Fail { message, body } => (5000, message.as_str(), body),
+        };
+        json!({"ResultCode": code, "ResultMsg": message, "DataBody": body})
+    }
+}
+
+/// A failure that ends an operation early (a bad parameter, a Redis error).
+pub type Step<T> = Result<T, Answer>;
+
+/// The request's parameters, names lowercased.
+#[derive(Debug, Clone, Default)]
+pub struct Params(BTreeMap<String, String>);
+
+impl Params {
+    /// From `name=value` pairs (query string, form).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut p = Params::default();
+        for (k, v) in pairs {
+            p.0.entry(k.to_lowercase()).or_insert(v);
+        }
+        p
+    }
+
+    /// Adds the members of a JSON object (numbers and strings as text).
+    pub fn add_json(&mut self, v: &Value) {
+        if let Some(map) = v.as_object() {
+            for (k, v) in map {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => continue,
+                };
+                self.0.entry(k.to_lowercase()).or_insert(text);
+            }
+        }
+    }
+
+    /// Adds `name=value` pairs under the names not given yet.
+    pub fn add_pairs(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
+        for (k, v) in pairs {
+            self.0.entry(k.to_lowercase()).or_insert(v);
+        }
+    }
+
+    /// A stable fingerprint of an operation and its parameters.
+    pub fn fingerprint(&self, operation: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(operation.as_bytes());
+        for (k, v) in &self.0 {
+            h.update([0]);
+            h.update(k.as_bytes());
+            h.update([1]);
+            h.update(v.trim().as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(&name.to_lowercase())
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    fn required(&self, name: &str) -> Step<&str> {
+        self.get(name)
+            .ok_or_else(|| Answer::fail(format!("缺少参数[{name}]")))
+    }
+
+    /// A positive integer (an id).
+    pub fn id(&self, name: &str) -> Step<u64> {
+        let v = self.required(name)?;
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| Answer::fail(format!("参数[{name}]必须是正整数")))
+    }
+
+    /// A non-negative integer, `default` when absent.
+    pub fn uint_or(&self, name: &str, default: u64) -> Step<u64> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| Answer::fail(format!("参数[{name}]必须是非负整数"))),
+        }
+    }
+
+    /// A privacy number X: virtual (16, 17, 19), after normalizing.
+    pub fn virtual_number(&self, name: &str) -> Step<String> {
+        let raw = self.required(name)?;
+        number(raw, &["16", "17", "19"]).ok_or_else(|| {
+            Answer::fail(format!("参数[{name}]不是隐私号(16/17/19开头的11位手机号)"))
+        })
+    }
+
+    /// A real mobile A or B (13, 14, 15, 18), after normalizing.
+    pub fn real_mobile(&self, name: &str) -> Step<String> {
+        let raw = self.required(name)?;
+        number(raw, &["13", "14", "15", "18"]).ok_or_else(|| {
+            Answer::fail(format!(
+                "参数[{name}]不是真实手机号(13/14/15/18开头的11位手机号)"
+            ))
+        })
+    }
+}
+
+/// `raw` normalized as the contract says, when it is an 11-digit mobile
+/// starting with one of `prefixes`.
+pub fn number(raw: &str, prefixes: &[&str]) -> Option<String> {
+    let n = phone::normalize(raw).ok()?;
+    (n.len() == 11 && prefixes.iter().any(|p| n.starts_with(p))).then_some(n)
+}
+
+/// The label of a number state (dictionary 1527, as this platform defines it).
+pub fn number_state_label(state: &str) -> &'static str {
+    match state {
+        "0" => "正常",
+        "1" => "停用",
+        "2" => "故障",
+        "3" => "回收",
+        _ => "未知",
+    }
+}
+
+/// The label of a bind state.
+pub fn bind_state_label(state: &str) -> &'static str {
+    match state {
+        "0" => "未绑定",
+        "1" => "已绑定",
+        "2" => "绑定中",
+        "5" => "故障绑定",
+        _ => "未知",
+    }
+}
+
+/// A number as the seed's examples show a number the platform does not own
+/// (`1347011****`): the first 7 digits.
+pub fn carrier_masked(n: &str) -> String {
+    let head: String = n.chars().take(7).collect();
+    format!("{head}****")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_match_case_insensitively_and_numbers_follow_the_seed() {
+        let mut p = Params::from_pairs([
+            ("userId".to_owned(), "51218".to_owned()),
+            ("private_number".to_owned(), "171-1152-6089".to_owned()),
+        ]);
+        p.add_json(&json!({"Mobile": 13912345678u64, "userid": "9"}));
+        assert_eq!(p.id("userid").unwrap(), 51218, "first one wins");
+        assert_eq!(p.virtual_number("PRIVATE_NUMBER").unwrap(), "17111526089");
+        assert_eq!(p.real_mobile("mobile").unwrap(), "13912345678");
+        assert!(p.real_mobile("private_number").is_err());
+        assert!(p.virtual_number("mobile").is_err());
+        assert_eq!(
+            p.id("platformID"),
+            Err(Answer::fail("缺少参数[platformID]"))
+        );
+        let bad = Params::from_pairs([("userid".to_owned(), "-1".to_owned())]);
+        assert!(bad.id("userid").is_err());
+        assert_eq!(p.uint_or("expiration", 120).unwrap(), 120);
+        assert_eq!(
+            p.fingerprint("X"),
+            Params::from_pairs([
+                ("PRIVATE_NUMBER".to_owned(), "171-1152-6089".to_owned()),
+                ("USERID".to_owned(), "51218".to_owned()),
+                ("mobile".to_owned(), "13912345678".to_owned()),
+            ])
+            .fingerprint("X")
+        );
+    }
+
+    #[test]
+    fn envelopes_are_the_seeds() {
+        let ok = Answer::ok(vec![json!("17111526089")]).envelope();
+        assert_eq!(ok["ResultCode"], 2000);
+        assert_eq!(ok["ResultMsg"], "SUCCESS");
+        assert_eq!(
+            (ok["DataCount"].clone(), ok["PageIndex"].clone()),
+            (json!(1), json!(1))
+        );
+        assert_eq!(ok["RequestId"].as_str().unwrap().len(), 32);
+        let fail = Answer::fail("当前号码状态为[2]，无法绑定！").envelope();
+        assert_eq!(fail["ResultCode"], 5000);
+        assert_eq!(
+            (fail["DataCount"].clone(), fail["PageIndex"].clone()),
+            (json!(0), json!(0))
+        );
+        assert_eq!(fail["DataBody"], json!([]));
+        let short = Answer::ok(vec![json!(true)]).short_envelope();
+        assert_eq!(
+            short,
+            json!({"ResultCode": 2000, "ResultMsg": "SUCCESS", "DataBody": [true]})
+        );
+    }
+}

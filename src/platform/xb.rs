@@ -1,0 +1,224 @@
+//! XB bindings: GetCallNumber binds the agent's own X to the customer's B for
+//! `expiration` seconds; when that passes and no unbind callback came, the
+//! platform publishes the seed's MQ108 unbind itself, once per binding across
+//! replicas, and the worker's unbind path applies it.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Platform,
+    api::{self, Answer, Params, Step},
+    ax::redis_failed,
+};
+use crate::{handlers::now_epoch, store::platform::Kind};
+
+/// How long a replica holds an expired binding it claimed before another may
+/// claim it (its unbind not confirmed meanwhile).
+const EXPIRY_LEASE_SECS: u64 = 30;
+
+impl Platform {
+    /// GetCallNumber (seed 5). On failure DataBody holds the given Mobile.
+    pub async fn get_call_number(&self, p: &Params) -> Step<Answer> {
+        let mobile_echo = p.get("Mobile").unwrap_or_default().to_owned();
+        let fail = |message: String| Answer::Fail {
+            message,
+            body: vec![json!(mobile_echo)],
+        };
+        let xbid = p.uint_or("xbid", 0)?;
+        let user = p.id("userid").map_err(|a| fail(message_of(a)))?;
+        let map_class = p.uint_or("Mapclassid", u64::MAX)?;
+        let map_id = p.uint_or("Mapid", u64::MAX)?;
+        if map_class == u64::MAX {
+            return Ok(fail("缺少参数[Mapclassid]".into()));
+        }
+        if map_id == u64::MAX {
+            return Ok(fail("缺少参数[Mapid]".into()));
+        }
+        let contact_class = p.uint_or("Contactmapclassid", 0)?;
+        let contact = p.uint_or("Contactid", 0)?;
+        let b = p.real_mobile("Mobile").map_err(|a| fail(message_of(a)))?;
+        let expiration = p.uint_or(
+            "expiration",
+            self.settings.platform.xb_default_expiration_secs,
+        )?;
+        let expiration = if expiration == 0 {
+            self.settings.platform.xb_default_expiration_secs
+        } else {
+            expiration
+        };
+
+        // The agent's own number serves the call: an AX number (bound ones
+        // first), else the temporary number of fault mode.
+        let held = self.store.numbers_of(user).await.map_err(redis_failed)?;
+        let mut chosen = None;
+        for (x, kind) in &held {
+            if let Some(r) = self.store.number(x).await.map_err(redis_failed)? {
+                let rank = match (kind, r.bind_state.as_str()) {
+                    (Kind::Ax, "1") => 0,
+                    (Kind::Fault, "5") | (Kind::Ax, "5") => 1,
+                    (Kind::Ax, "0") => 2,
+                    _ => continue,
+                };
+                if chosen.as_ref().is_none_or(|(best, _)| rank < *best) {
+                    chosen = Some((rank, r));
+                }
+            }
+        }
+        let Some((_, number)) = chosen else {
+            return Ok(fail(format!("用户[{user}]没有可用的小号,请先绑定小号")));
+        };
+        let Some(carrier) = self.carriers.of(&number.platform_id) else {
+            return Ok(fail(format!(
+                "平台[{}]不存在或未配置运营商",
+                number.platform_id
+            )));
+        };
+        let bound = match carrier.bind_xb(&number.number, &b, expiration).await {
+            Ok(bound) => bound,
+            Err(e) => return Ok(fail(format!("绑定失败-{e}"))),
+        };
+        let now = now_epoch();
+        let binding = json!({
+            "subId": bound.sub_id,
+            "platId": number.platform_id.parse::<u64>().unwrap_or(0),
+            "userId": user,
+            "telX": number.number,
+            "telA": number.tel_a,
+            "telB": b,
+            "mapClassId": map_class,
+            "mapId": map_id,
+            "contactMapClassId": contact_class,
+            "contactId": contact,
+            "xbid": xbid,
+            "boundAt": now,
+            "expiresAt": now + expiration,
+        })
+        .to_string();
+        self.store
+            .record_xb(
+                &bound.sub_id,
+                &binding,
+                now + expiration,
+                user,
+                &number.number,
+            )
+            .await
+            .map_err(redis_failed)?;
+        self.simulate_call_record(&number.platform_id, &bound.sub_id);
+        Ok(Answer::ok(vec![
+            json!({"phone": number.number, "callbackId": xbid}),
+        ]))
+    }
+
+    /// With `[platform.simulated] call_record_after_ms`, the simulated
+    /// carrier reports a call on the new binding, as a carrier would.
+    fn simulate_call_record(&self, platform: &str, sub_id: &str) {
+        let after = self.settings.platform.simulated.call_record_after_ms;
+        let simulated = self.settings.platform.carriers.get(platform)
+            == Some(&crate::config::CarrierKind::Simulated);
+        if after == 0 || !simulated {
+            return;
+        }
+        let (mq, queue) = (
+            Arc::clone(&self.mq),
+            self.settings.queues.call_record.name.clone(),
+        );
+        let record = json!({"platId": platform.parse::<u64>().unwrap_or(0), "subId": sub_id, "callId": format!("sim-{sub_id}"), "callType": 0}).to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after)).await;
+            if let Err(e) = mq.publish(&queue, record.as_bytes()).await {
+                tracing::warn!(error = %format!("{e:#}"), "simulated call record not published");
+            }
+        });
+    }
+
+    /// Publishes the MQ108 unbind of every expired XB binding, every
+    /// `xb_expiry_interval_ms`, until `stop`.
+    pub async fn expire_xb_bindings(self: Arc<Self>, stop: CancellationToken) {
+        let every = Duration::from_millis(self.settings.platform.xb_expiry_interval_ms.max(10));
+        loop {
+            if let Err(e) = self.expire_once().await {
+                tracing::warn!(error = %format!("{e:#}"), "XB expiry: will try again");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// One pass: claims what is due, publishes each unbind, forgets it once
+    /// confirmed. Returns how many were published.
+    pub async fn expire_once(&self) -> anyhow::Result<usize> {
+        let due = self
+            .store
+            .claim_expired_xb(now_epoch(), EXPIRY_LEASE_SECS, 100)
+            .await?;
+        let mut published = 0;
+        for (sub_id, binding) in due {
+            let Some(message) = mq108(&binding) else {
+                // Unbound already (a carrier callback came), or unreadable.
+                self.store.forget_xb_expiry(&sub_id).await?;
+                continue;
+            };
+            self.mq
+                .publish(&self.settings.queues.xb_unbind.name, message.as_bytes())
+                .await?;
+            self.store.forget_xb_expiry(&sub_id).await?;
+            self.metrics.platform_xb_expired();
+            published += 1;
+        }
+        Ok(published)
+    }
+}
+
+/// The seed's MQ108 message for a binding's JSON (A and B masked as carriers
+/// send them); None when there is no binding.
+pub fn mq108(binding: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(binding).ok()?;
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let sub_id = match v.get("subId")? {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Some(
+        json!({
+            "platId": v.get("platId").cloned().unwrap_or(json!(0)),
+            "telA": api::carrier_masked(&text("telA")),
+            "telX": text("telX"),
+            "telB": api::carrier_masked(&text("telB")),
+            "subId": sub_id,
+        })
+        .to_string(),
+    )
+}
+
+fn message_of(a: Answer) -> String {
+    match a {
+        Answer::Fail { message, .. } | Answer::Ok { message, .. } => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mq108_has_the_seeds_shape() {
+        let m = mq108(r#"{"subId":"1000039976446302","platId":3,"userId":51218,"telX":"17111526089","telA":"13470110001","telB":"13700051234","mapId":7}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+        assert_eq!(
+            v,
+            json!({"platId": 3, "telA": "1347011****", "telX": "17111526089", "telB": "1370005****", "subId": "1000039976446302"})
+        );
+        assert_eq!(mq108(""), None);
+    }
+}

@@ -1,0 +1,381 @@
+//! The binding API's state (docs/platform-api.md, "Redis keys"): the number
+//! pool, who holds which number, and the XB bindings' expiry. Every change is
+//! one Lua script, so the bind lock holds across replicas.
+//!
+//! The scripts build key names from the prefix they are given, so they need
+//! one Redis (not a cluster): the API refuses to start on a Redis Cluster
+//! (docs/platform-api.md, "Not yet").
+
+use std::{collections::HashMap, sync::LazyLock};
+
+use redis::{AsyncCommands, Script};
+
+use super::Store;
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(include_str!(concat!("scripts/platform/", $file))));
+    };
+}
+script!(RESERVE, "reserve.lua");
+script!(COMMIT, "commit.lua");
+script!(UNRESERVE, "unreserve.lua");
+script!(UNBIND, "unbind.lua");
+script!(TRANSFER, "transfer.lua");
+script!(NUMBER_STATE, "number_state.lua");
+script!(XB_BIND, "xb_bind.lua");
+script!(XB_DUE, "xb_due.lua");
+script!(IMPORT, "import.lua");
+
+/// AX (the agent's own number) or a temporary number of fault mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Ax,
+    Fault,
+}
+
+impl Kind {
+    fn arg(self) -> &'static str {
+        match self {
+            Kind::Ax => "ax",
+            Kind::Fault => "fault",
+        }
+    }
+}
+
+/// What the bind lock answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// The number is now this user's, binding in progress: call the carrier.
+    Reserved {
+        number: String,
+        platform: String,
+    },
+    /// This user's binding was left half-made (a carrier call that did not
+    /// finish): call the carrier again and commit.
+    Resume {
+        number: String,
+        platform: String,
+    },
+    /// The user holds this number already.
+    Has(String),
+    /// No free number on the platform.
+    NoneFree,
+    UnknownNumber,
+    /// The number cannot be bound: its number state (or bind state).
+    State(String),
+}
+
+/// One number of the pool, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NumberRecord {
+    pub number: String,
+    pub platform_id: String,
+    pub pool_id: String,
+    pub region_id: String,
+    pub number_state: String,
+    pub bind_state: String,
+    pub user_id: String,
+    pub tel_a: String,
+    pub sub_id: String,
+}
+
+impl Store {
+    fn prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    /// The bind lock: reserves `number` (or a free number of `platform`) for
+    /// `user`.
+    pub async fn reserve(
+        &self,
+        user: u64,
+        platform: &str,
+        number: &str,
+        now: u64,
+        kind: Kind,
+    ) -> redis::RedisResult<Reservation> {
+        let mut c = self.conn().await?;
+        let r: Vec<String> = RESERVE
+            .arg(self.prefix())
+            .arg(user)
+            .arg(platform)
+            .arg(number)
+            .arg(now)
+            .arg(kind.arg())
+            .invoke_async(&mut c)
+            .await?;
+        let mut r = r.into_iter();
+        let (tag, a, b) = (r.next(), r.next(), r.next());
+        Ok(match (tag.as_deref(), a, b) {
+            (Some("reserved"), Some(number), Some(platform)) => {
+                Reservation::Reserved { number, platform }
+            }
+            (Some("resume"), Some(number), Some(platform)) => {
+                Reservation::Resume { number, platform }
+            }
+            (Some("has"), Some(n), _) => Reservation::Has(n),
+            (Some("none"), _, _) => Reservation::NoneFree,
+            (Some("state"), Some(s), _) => Reservation::State(s),
+            _ => Reservation::UnknownNumber,
+        })
+    }
+
+    /// Completes a reservation after the carrier bound it; false when the
+    /// reservation is no longer this user's.
+    pub async fn commit_binding(
+        &self,
+        user: u64,
+        number: &str,
+        sub_id: &str,
+        tel_a: &str,
+        now: u64,
+        kind: Kind,
+    ) -> redis::RedisResult<bool> {
+        let mut c = self.conn().await?;
+        let r: String = COMMIT
+            .arg(self.prefix())
+            .arg(user)
+            .arg(number)
+            .arg(sub_id)
+            .arg(tel_a)
+            .arg(now)
+            .arg(kind.arg())
+            .invoke_async(&mut c)
+            .await?;
+        Ok(r == "ok")
+    }
+
+    /// Undoes a reservation whose carrier call failed.
+    pub async fn unreserve(&self, user: u64, number: &str, kind: Kind) -> redis::RedisResult<()> {
+        let mut c = self.conn().await?;
+        UNRESERVE
+            .arg(self.prefix())
+            .arg(user)
+            .arg(number)
+            .arg(kind.arg())
+            .invoke_async(&mut c)
+            .await
+    }
+
+    /// After the carrier ended a binding: unbound (kept as the user's number
+    /// of record), or `release`d to the free pool. False when the number is
+    /// not the user's.
+    pub async fn unbind_number(
+        &self,
+        user: u64,
+        number: &str,
+        release: bool,
+    ) -> redis::RedisResult<bool> {
+        let mut c = self.conn().await?;
+        let n: i64 = UNBIND
+            .arg(self.prefix())
+            .arg(user)
+            .arg(number)
+            .arg(if release { "1" } else { "0" })
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Moves `from`'s numbers to `to`; the numbers moved.
+    pub async fn transfer(&self, from: u64, to: u64) -> redis::RedisResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        TRANSFER
+            .arg(self.prefix())
+            .arg(from)
+            .arg(to)
+            .invoke_async(&mut c)
+            .await
+    }
+
+    /// Sets a number's number state; false for an unknown number.
+    pub async fn set_number_state(&self, number: &str, state: u32) -> redis::RedisResult<bool> {
+        let mut c = self.conn().await?;
+        let n: i64 = NUMBER_STATE
+            .arg(self.prefix())
+            .arg(number)
+            .arg(state)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Replaces the A number of a binding.
+    pub async fn set_tel_a(&self, number: &str, a: &str) -> redis::RedisResult<()> {
+        let mut c = self.conn().await?;
+        c.hset(self.keys.number(number), "telA", a).await
+    }
+
+    /// Sets a bound number's bind state (fault mode: 5, back: 1).
+    pub async fn set_bind_state(&self, number: &str, state: &str) -> redis::RedisResult<()> {
+        let mut c = self.conn().await?;
+        c.hset(self.keys.number(number), "bindState", state).await
+    }
+
+    /// Records an XB binding the carrier made.
+    pub async fn record_xb(
+        &self,
+        sub_id: &str,
+        binding: &str,
+        expires_at: u64,
+        user: u64,
+        number: &str,
+    ) -> redis::RedisResult<()> {
+        let mut c = self.conn().await?;
+        XB_BIND
+            .arg(self.prefix())
+            .arg(sub_id)
+            .arg(binding)
+            .arg(expires_at)
+            .arg(user)
+            .arg(number)
+            .invoke_async(&mut c)
+            .await
+    }
+
+    /// Claims up to `max` expired XB bindings for `lease` seconds: (subId,
+    /// binding JSON, empty when already unbound).
+    pub async fn claim_expired_xb(
+        &self,
+        now: u64,
+        lease: u64,
+        max: usize,
+    ) -> redis::RedisResult<Vec<(String, String)>> {
+        let mut c = self.conn().await?;
+        let flat: Vec<String> = XB_DUE
+            .arg(self.prefix())
+            .arg(now)
+            .arg(lease)
+            .arg(max)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(flat
+            .chunks(2)
+            .filter_map(|p| Some((p.first()?.clone(), p.get(1)?.clone())))
+            .collect())
+    }
+
+    /// An expired XB binding whose unbind was published (or that was unbound).
+    pub async fn forget_xb_expiry(&self, sub_id: &str) -> redis::RedisResult<()> {
+        let mut c = self.conn().await?;
+        c.zrem(self.keys.xb_expiry(), sub_id).await
+    }
+
+    /// Adds a number to the pool; false when it is known already.
+    pub async fn import_number(
+        &self,
+        number: &str,
+        platform: u32,
+        pool: u32,
+        region: u32,
+        now: u64,
+    ) -> redis::RedisResult<bool> {
+        let mut c = self.conn().await?;
+        let n: i64 = IMPORT
+            .arg(self.prefix())
+            .arg(number)
+            .arg(platform)
+            .arg(pool)
+            .arg(region)
+            .arg(now)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// The pool's record of `number`, if known.
+    pub async fn number(&self, number: &str) -> redis::RedisResult<Option<NumberRecord>> {
+        let mut c = self.conn().await?;
+        let h: HashMap<String, String> = c.hgetall(self.keys.number(number)).await?;
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let f = |k: &str| h.get(k).cloned().unwrap_or_default();
+        Ok(Some(NumberRecord {
+            number: number.to_owned(),
+            platform_id: f("platformId"),
+            pool_id: f("poolId"),
+            region_id: f("regionId"),
+            number_state: f("numberState"),
+            bind_state: f("bindState"),
+            user_id: f("userId"),
+            tel_a: f("telA"),
+            sub_id: f("subId"),
+        }))
+    }
+
+    /// The numbers `user` holds: AX (by platform) and the temporary one.
+    pub async fn numbers_of(&self, user: u64) -> redis::RedisResult<Vec<(String, Kind)>> {
+        let mut c = self.conn().await?;
+        let ax: HashMap<String, String> = c.hgetall(self.keys.user_ax(user)).await?;
+        let mut out: Vec<(String, Kind)> = ax.into_values().map(|n| (n, Kind::Ax)).collect();
+        out.sort();
+        if let Some(f) = c
+            .get::<_, Option<String>>(self.keys.user_fault(user))
+            .await?
+        {
+            out.push((f, Kind::Fault));
+        }
+        Ok(out)
+    }
+
+    /// Every platform id that has numbers.
+    pub async fn platforms(&self) -> redis::RedisResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        let mut v: Vec<String> = c.smembers(self.keys.platforms()).await?;
+        v.sort();
+        Ok(v)
+    }
+
+    /// Every number of a platform.
+    pub async fn pool_numbers(&self, platform: &str) -> redis::RedisResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        let mut v: Vec<String> = c.smembers(self.keys.pool(platform)).await?;
+        v.sort();
+        Ok(v)
+    }
+
+    /// The user's current phone (`PrivateNumber_user_phone`), the A number
+    /// of an AX binding.
+    pub async fn user_phone(&self, user: u64) -> redis::RedisResult<Option<String>> {
+        let mut c = self.conn().await?;
+        c.hget(self.keys.user_phone(), user).await
+    }
+
+    /// `PrivateNumber_user_axs[user]`, as stored.
+    pub async fn user_axs(&self, user: u64) -> redis::RedisResult<Option<String>> {
+        let mut c = self.conn().await?;
+        c.hget(self.keys.user_axs(), user).await
+    }
+
+    /// Takes the simulated carrier's failure switch for `op`, if set.
+    pub async fn take_simulated_failure(&self, op: &str) -> redis::RedisResult<Option<String>> {
+        let mut c = self.conn().await?;
+        let key = self.keys.simulated_failures();
+        let v: Option<String> = c.hget(&key, op).await?;
+        if v.is_some() {
+            let _: () = c.hdel(&key, op).await?;
+        }
+        Ok(v)
+    }
+
+    /// An answer stored for a repeated request, if one is.
+    pub async fn replayed_answer(&self, fingerprint: &str) -> redis::RedisResult<Option<String>> {
+        let mut c = self.conn().await?;
+        c.get(self.keys.api_replay(fingerprint)).await
+    }
+
+    /// Stores a successful answer so that a retry of the same request gets it.
+    pub async fn store_answer(
+        &self,
+        fingerprint: &str,
+        answer: &str,
+        ttl_secs: u64,
+    ) -> redis::RedisResult<()> {
+        let mut c = self.conn().await?;
+        c.set_ex(self.keys.api_replay(fingerprint), answer, ttl_secs)
+            .await
+    }
+}

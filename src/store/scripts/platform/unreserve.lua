@@ -1,0 +1,23 @@
+-- Undoes a reservation whose carrier call failed: no half-made binding.
+-- ARGV: 1 prefix, 2 userId, 3 number, 4 kind ('ax' | 'fault')
+local p, uid, x, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n = p .. 'PrivateNumber_number:' .. x
+if redis.call('HGET', n, 'userId') ~= uid or redis.call('HGET', n, 'bindState') ~= '2' then
+  return 0
+end
+local pid = redis.call('HGET', n, 'platformId')
+if redis.call('HGET', n, 'ownedBefore') == '1' then
+  redis.call('HSET', n, 'bindState', '0')
+else
+  redis.call('HSET', n, 'bindState', '0', 'userId', '')
+  if kind == 'fault' then
+    redis.call('DEL', p .. 'PrivateNumber_user_fault:' .. uid)
+  else
+    redis.call('HDEL', p .. 'PrivateNumber_user_ax:' .. uid, pid)
+  end
+  if redis.call('HGET', n, 'numberState') == '0' then
+    redis.call('SADD', p .. 'PrivateNumber_pool_free:' .. pid, x)
+  end
+end
+redis.call('HDEL', n, 'reservedAt', 'ownedBefore')
+return 1
