@@ -4,6 +4,7 @@
 //! nothing behind.
 
 mod acks;
+mod aliyun;
 mod amqp_input;
 mod blacklist;
 mod call_record;
