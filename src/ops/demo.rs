@@ -25,10 +25,10 @@ use crate::{
     store::Keys,
 };
 
-const SUB_ID: &str = "1000039976446302";
-const BINDING: &str = r#"{"subId":"1000039976446302","platId":3,"userId":51218,"telX":"17111526089","telB":"13700051234","mapClassId":1,"mapId":123456,"contactMapClassId":0,"contactId":0,"boundAt":1763892000,"expiresAt":1763892120}"#;
-const SEED_CALL_RECORD: &str = r#"{"platId": 3, "subId": "1000039976446302", "callId": "demo-call-1", "telA": "1347011****", "telX": "17111526089", "telB": "1370005****", "callType": 0, "startTime": "2026-11-23 10:00:00", "releaseTime": "2026-11-23 10:03:12"}"#;
-const SEED_UNBIND: &str = r#"{"platId": 3, "telA": "1347011****", "telX": "17111526089", "telB": "1370005****", "subId": "1000039976446302"}"#;
+/// The privacy number the demo's pool starts with.
+const X: &str = "17111526089";
+const AGENT_PHONE: &str =
+    r#"{"userId": "51218", "newPhone": "13800000001", "oldPhone": "", "operatorUser:": "51218"}"#;
 const SEED_BLACKLIST: &str = r#"{"platId": 3, "private_number": "13470110001", "action": "add", "userid": "74705", "type": 0}"#;
 const SEED_PHONE: &str = r#"{"userId": "74705", "newPhone": "13812345678", "oldPhone": "13998765432", "operatorUser:": "51218"}"#;
 const BAD: &str = r#"{"platId": 3, "private_number": "1347011****", "action": "add", "userid": "74705", "type": 0}"#;
@@ -43,6 +43,15 @@ pub fn demo_settings(base: &Settings) -> Settings {
     s.publish.call_log.exchange = String::new();
     s.publish.call_log.passive = false;
     s.http.listen = "127.0.0.1:0".into();
+    // The whole flow on this machine: the API in this process, simulated
+    // carriers, no credentials.
+    s.platform.enabled = true;
+    s.platform.role = crate::config::Role::All;
+    for carrier in s.platform.carriers.values_mut() {
+        *carrier = crate::config::CarrierKind::Simulated;
+    }
+    s.platform.password = crate::config::Secret::new("");
+    s.platform.bearer_token = crate::config::Secret::new("");
     s
 }
 
@@ -66,6 +75,7 @@ pub async fn run(base: &Settings, out: &mut dyn Write, keep: bool) -> anyhow::Re
     let keys = Keys::new(settings.redis.key_prefix.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let app = Application::build(settings.clone(), listener)?.with_instance("demo");
+    let addr = app.local_addr()?;
     let health = app.health();
     let stop = CancellationToken::new();
     let worker = tokio::spawn(app.run_until_stopped(stop.clone()));
@@ -90,15 +100,53 @@ pub async fn run(base: &Settings, out: &mut dyn Write, keep: bool) -> anyhow::Re
         };
         writeln!(out, "axn-worker demo: a worker is running with queues axn-demo.* and Redis keys axn-demo:*\n")?;
 
-        let _: () = redis.hset(keys.xb(), SUB_ID, BINDING).await?;
-        let _: () = redis.hset(keys.user_axs(), "51218", r#"{"xNumber":"17111526089","bindType":1}"#).await?;
-        writeln!(out, "1. The binding service has bound X to B for agent 51218 (house 123456):")?;
-        writeln!(out, "   HSET {} {SUB_ID} {}", keys.xb(), mask_digits_in(BINDING))?;
-        writeln!(out, "   HSET {} 51218 {{\"xNumber\":\"171****6089\",\"bindType\":1}}\n", keys.user_axs())?;
+        // The platform API, from an empty pool (docs/platform-api.md).
+        let store = crate::store::Store::new(&settings.redis)?;
+        store.import_number(X, 3, 17, 1, crate::handlers::now_epoch()).await?;
+        writeln!(out, "1. An operator adds a privacy number to platform 3's pool (axn-worker pool import):")?;
+        writeln!(out, "   {}", mask_digits_in(&format!("{X},3,17,1")))?;
+        writeln!(out, "   -> {}\n", crate::ops::pool::list(&store).await?.lines().nth(1).unwrap_or_default())?;
 
-        publish(QueueKind::CallRecord, SEED_CALL_RECORD).await?;
-        writeln!(out, "2. The carrier reports a call on that binding ({}):", settings.queues.call_record.name)?;
-        writeln!(out, "   {}", mask_digits_in(SEED_CALL_RECORD))?;
+        publish(QueueKind::PhoneHistory, AGENT_PHONE).await?;
+        writeln!(out, "2. Agent 51218's phone is recorded (MQ176):")?;
+        writeln!(out, "   {}", mask_digits_in(AGENT_PHONE))?;
+        wait(Duration::from_secs(10), "the agent's phone", || {
+            let mut r = redis.clone();
+            let k = keys.user_phone();
+            async move { Ok(r.hexists::<_, _, bool>(k, "51218").await?) }
+        })
+        .await?;
+        writeln!(out, "   -> HGET {} 51218 = 138****0001\n", keys.user_phone())?;
+
+        let api = |path: String| async move {
+            let (_, body) = crate::ops::probe::http_get(addr, &path).await?;
+            anyhow::Ok(serde_json::from_str::<serde_json::Value>(&body)?)
+        };
+        let bind = format!("{}/BindAxByplatform?userId=51218&platformID=3", crate::platform::BASE_B);
+        let bound = api(bind.clone()).await?;
+        writeln!(out, "3. The agent gets a privacy number (the seed's BindAxByplatform):")?;
+        writeln!(out, "   GET {bind}")?;
+        writeln!(out, "   -> {}\n", mask_digits_in(&bound.to_string()))?;
+
+        let call = format!(
+            "{}/GetCallNumber?xbid=1&userid=51218&Mapclassid=1&Mapid=123456&Contactmapclassid=0&Contactid=0&Mobile=13700051234&expiration=3",
+            crate::platform::BASE_A
+        );
+        let xb = api(call.clone()).await?;
+        anyhow::ensure!(xb["ResultCode"] == 2000, "GetCallNumber failed: {}", mask_digits_in(&xb.to_string()));
+        let bindings: std::collections::HashMap<String, String> = redis.hgetall(keys.xb()).await?;
+        let (sub_id, binding) = bindings.into_iter().next().context("no XB binding")?;
+        writeln!(out, "4. The agent calls customer B through X for 3 s (the seed's GetCallNumber):")?;
+        writeln!(out, "   GET {}", mask_digits_in(&call))?;
+        writeln!(out, "   -> DataBody {}", mask_digits_in(&xb["DataBody"].to_string()))?;
+        writeln!(out, "   -> HGET {} {sub_id} = {}\n", keys.xb(), mask_digits_in(&binding))?;
+
+        let record = format!(r#"{{"platId": 3, "subId": "{sub_id}", "callId": "demo-call-1", "telA": "1380000****", "telX": "{X}", "telB": "1370005****", "callType": 0, "startTime": "2026-11-23 10:00:00", "releaseTime": "2026-11-23 10:03:12"}}"#);
+        let queue = settings.queues.call_record.name.clone();
+        let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+        publisher.publish("", &queue, record.as_bytes(), props).await.context("publish")?;
+        writeln!(out, "5. The carrier reports the call ({}):", settings.queues.call_record.name)?;
+        writeln!(out, "   {}", mask_digits_in(&record))?;
         let out_queue = settings.publish.call_log.routing_key.clone();
         let event = take(&channel, &out_queue, "the call-log event").await?;
         let id = event.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default();
@@ -112,23 +160,21 @@ pub async fn run(base: &Settings, out: &mut dyn Write, keep: bool) -> anyhow::Re
         .await?;
         writeln!(out, "   -> GET {} = 1 (a second copy of this callId publishes nothing)\n", keys.calllog("demo-call-1"))?;
 
-        publish(QueueKind::XbUnbind, SEED_UNBIND).await?;
-        writeln!(out, "3. The carrier ends the XB binding (the seed's MQ108 message):")?;
-        writeln!(out, "   {}", mask_digits_in(SEED_UNBIND))?;
-        wait(Duration::from_secs(10), "the unbind", || {
+        writeln!(out, "6. No unbind callback comes: when the binding expires the platform publishes the seed's MQ108 unbind itself, and the worker applies it:")?;
+        wait(Duration::from_secs(15), "the unbind", || {
             let mut r = redis.clone();
-            let k = keys.xb();
-            async move { Ok(!r.hexists::<_, _, bool>(k, SUB_ID).await?) }
+            let (k, sub) = (keys.xb(), sub_id.clone());
+            async move { Ok(!r.hexists::<_, _, bool>(k, sub).await?) }
         })
         .await?;
-        let unbound: Option<String> = redis.hget(keys.xb_unbound(), SUB_ID).await?;
+        let unbound: Option<String> = redis.hget(keys.xb_unbound(), &sub_id).await?;
         let axs: Option<String> = redis.hget(keys.user_axs(), "51218").await?;
-        writeln!(out, "   -> HGET {} {SUB_ID} = (nil)", keys.xb())?;
-        writeln!(out, "   -> HGET {} {SUB_ID} = {}", keys.xb_unbound(), mask_digits_in(&unbound.unwrap_or_default()))?;
-        writeln!(out, "   -> HGET {} 51218 = {}\n", keys.user_axs(), axs.unwrap_or_else(|| "(nil)".into()))?;
+        writeln!(out, "   -> HGET {} {sub_id} = (nil)", keys.xb())?;
+        writeln!(out, "   -> HGET {} {sub_id} = {}", keys.xb_unbound(), mask_digits_in(&unbound.unwrap_or_default()))?;
+        writeln!(out, "   -> HGET {} 51218 = {} (the agent's own number is still shown)\n", keys.user_axs(), mask_digits_in(&axs.unwrap_or_else(|| "(nil)".into())))?;
 
         publish(QueueKind::Blacklist, SEED_BLACKLIST).await?;
-        writeln!(out, "4. Agent 74705 blacklists a B number for outgoing calls (MQ173):")?;
+        writeln!(out, "7. Agent 74705 blacklists a B number for outgoing calls (MQ173):")?;
         writeln!(out, "   {}", mask_digits_in(SEED_BLACKLIST))?;
         let black = keys.black(74705, 0);
         wait(Duration::from_secs(10), "the blacklist", || {
@@ -140,7 +186,7 @@ pub async fn run(base: &Settings, out: &mut dyn Write, keep: bool) -> anyhow::Re
         writeln!(out, "   -> SMEMBERS {black} = [134****0001]\n")?;
 
         publish(QueueKind::PhoneHistory, SEED_PHONE).await?;
-        writeln!(out, "5. Employee 74705 changes phone (MQ176, with the seed's \"operatorUser:\" key):")?;
+        writeln!(out, "8. Employee 74705 changes phone (MQ176, with the seed's \"operatorUser:\" key):")?;
         writeln!(out, "   {}", mask_digits_in(SEED_PHONE))?;
         wait(Duration::from_secs(10), "the phone change", || {
             let mut r = redis.clone();
@@ -155,7 +201,7 @@ pub async fn run(base: &Settings, out: &mut dyn Write, keep: bool) -> anyhow::Re
 
         publish(QueueKind::Blacklist, BAD).await?;
         let dlq = settings.queues.blacklist.dlq_name();
-        writeln!(out, "6. A producer sends a masked number where a full one is needed:")?;
+        writeln!(out, "9. A producer sends a masked number where a full one is needed:")?;
         writeln!(out, "   {}", mask_digits_in(BAD))?;
         let dead = take(&channel, &dlq, "the dead letter").await?;
         let reason = match dead.properties.headers().as_ref().and_then(|h| h.inner().get(REASON_HEADER)) {

@@ -316,9 +316,17 @@ async fn demo_tours_every_queue_and_cleans_up() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The platform flow from an empty pool: a number bound by the API, an XB
+    // binding that expires and is unbound by the worker.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("axn-demo:PrivateNumber_xb ") && l.ends_with(" = (nil)")),
+        "the XB binding is unbound:\n{text}"
+    );
     for expected in [
         r#"{"user":51218,"houseid":123456} (message_id demo-call-1)"#,
-        "PrivateNumber_xb 1000039976446302 = (nil)",
+        "小号分配成功:171****6089",
+        r#"{"xNumber":"171****6089","bindType":0}"#,
         r#""unboundAt":"#,
         "SMEMBERS axn-demo:PrivateNumber_black:74705:0 = [134****0001]",
         "axn-reason invalid_number",
