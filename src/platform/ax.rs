@@ -186,7 +186,7 @@ impl Platform {
         let Some(record) = record.filter(|r| {
             r.user_id == user.to_string() && matches!(r.bind_state.as_str(), "1" | "5")
         }) else {
-            return Ok(Answer::fail(NO_BINDING));
+            return Ok(Answer::fail("更换A号码失败-当前隐私号不存在绑定关系。"));
         };
         let Some(carrier) = self.carriers.of(&record.platform_id) else {
             return Ok(Answer::fail(format!(

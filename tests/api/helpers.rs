@@ -485,6 +485,28 @@ impl WorkerProcess {
     }
 }
 
+impl Drop for WorkerProcess {
+    /// Kills the process and waits (up to 5 s) until it is gone, so that a
+    /// test's cleanup that follows cannot race a live worker.
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie (dead, not yet reaped).
+            if state.is_empty() || state.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 /// An HTTP answer: status, the header block (lowercased names) and body.
 pub struct HttpAnswer {
     pub status: u16,
@@ -574,7 +596,10 @@ impl Drop for TestApp {
         // Exactly this test's queues and keys. Cleanup needs async clients;
         // run them on a runtime of their own so that it works from any test,
         // panicking or not.
-        let settings = self.settings.clone();
+        // Through the local broker itself: a test may have pointed its
+        // worker at a proxy that is stalled or gone by now.
+        let mut settings = self.settings.clone();
+        settings.amqp.url = axn_worker::config::Secret::new(AMQP_URL);
         let cleaner = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -548,3 +548,43 @@ async fn the_bind_lock_holds_across_two_processes() {
     assert_eq!(successes, 1);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// A process that died between the carrier's answer and the commit leaves a
+/// reservation (bind state 2); the user's next bind resumes it: the same
+/// number, no second one taken.
+#[tokio::test]
+async fn a_half_made_binding_is_completed_by_the_next_bind() {
+    let app = spawn_app().await;
+    let numbers = seed_pool(&app, 2, 17600000001, 2).await;
+    set_phone(&app, 41, "13800000041").await;
+    let x = &numbers[0];
+    let mut r = app.redis.clone();
+    let _: () = r
+        .hset_multiple(
+            app.key(&format!("PrivateNumber_number:{x}")),
+            &[
+                ("bindState", "2"),
+                ("userId", "41"),
+                ("reservedAt", "1"),
+                ("ownedBefore", "0"),
+            ],
+        )
+        .await
+        .unwrap();
+    let _: () = r
+        .srem(app.key("PrivateNumber_pool_free:2"), x)
+        .await
+        .unwrap();
+    let _: () = r
+        .hset(app.key("PrivateNumber_user_ax:41"), "2", x)
+        .await
+        .unwrap();
+    let q = call(app.addr, false, "QueryAgentNumbers", "userid=41").await;
+    assert_eq!(q["DataBody"][0]["bindState"], "绑定中");
+    let bound = call(app.addr, true, "BindAxByplatform", "userId=41&platformID=2").await;
+    assert_eq!(bound["ResultMsg"], format!("小号分配成功:{x}"), "{bound}");
+    let q = call(app.addr, false, "QueryAgentNumbers", "userid=41").await;
+    assert_eq!(q["DataBody"][0]["bindState"], "已绑定");
+    let free: usize = r.scard(app.key("PrivateNumber_pool_free:2")).await.unwrap();
+    assert_eq!(free, 1, "the other number is still free");
+}
