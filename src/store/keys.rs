@@ -79,11 +79,29 @@ impl Keys {
     }
     /// hash platformId -> the user's AX number on it (the bind lock).
     pub fn user_ax(&self, user: u64) -> String {
-        self.k(&format!("PrivateNumber_user_ax:{user}"))
+        format!("{}{user}", self.k("PrivateNumber_user_ax:"))
     }
     /// string: the user's temporary number of fault mode.
     pub fn user_fault(&self, user: u64) -> String {
-        self.k(&format!("PrivateNumber_user_fault:{user}"))
+        format!("{}{user}", self.k("PrivateNumber_user_fault:"))
+    }
+    /// The names the platform's Lua scripts use, as JSON: prefixes to which
+    /// a script appends an id (`number`, `pool`, `pool_free`, `user_ax`,
+    /// `user_fault`) and whole names. The scripts get them from here rather
+    /// than spelling key names themselves.
+    pub fn platform_names(&self) -> String {
+        serde_json::json!({
+            "number": self.number(""),
+            "pool": self.pool(""),
+            "pool_free": self.pool_free(""),
+            "user_ax": self.k("PrivateNumber_user_ax:"),
+            "user_fault": self.k("PrivateNumber_user_fault:"),
+            "user_axs": self.user_axs(),
+            "xb": self.xb(),
+            "xb_expiry": self.xb_expiry(),
+            "platforms": self.platforms(),
+        })
+        .to_string()
     }
     /// sorted set subId -> expiresAt of the XB bindings the API made.
     pub fn xb_expiry(&self) -> String {

@@ -2,9 +2,10 @@
 //! pool, who holds which number, and the XB bindings' expiry. Every change is
 //! one Lua script, so the bind lock holds across replicas.
 //!
-//! The scripts build key names from the prefix they are given, so they need
-//! one Redis (not a cluster): the API refuses to start on a Redis Cluster
-//! (docs/platform-api.md, "Not yet").
+//! The scripts append ids to key-name prefixes they are given (built in
+//! `keys.rs`, like every key name), so the keys they touch are not known up
+//! front: they need one Redis, not a cluster; on a cluster the API is not
+//! served (docs/platform-api.md, "Not yet").
 
 use std::{collections::HashMap, sync::LazyLock};
 
@@ -12,10 +13,17 @@ use redis::{AsyncCommands, Script};
 
 use super::Store;
 
+/// Every script starts by reading the key names (ARGV[1], from `Keys`).
+const PREAMBLE: &str = "local K = cjson.decode(ARGV[1])\n";
+
 macro_rules! script {
     ($name:ident, $file:literal) => {
-        static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(include_str!(concat!("scripts/platform/", $file))));
+        static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(&format!(
+                "{PREAMBLE}{}",
+                include_str!(concat!("scripts/platform/", $file))
+            ))
+        });
     };
 }
 script!(RESERVE, "reserve.lua");
@@ -82,8 +90,9 @@ pub struct NumberRecord {
 }
 
 impl Store {
-    fn prefix(&self) -> &str {
-        self.keys.prefix()
+    /// ARGV[1] of every script: the key names it may use.
+    fn prefix(&self) -> String {
+        self.keys.platform_names()
     }
 
     /// The bind lock: reserves `number` (or a free number of `platform`) for

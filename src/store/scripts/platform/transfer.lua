@@ -1,9 +1,9 @@
 -- Moves a user's numbers to another account (the seed's 转移绑定账号). A
 -- platform on which the target already holds a number is left as it is.
--- ARGV: 1 prefix, 2 from userId, 3 to userId
+-- ARGV: 1 the key names (see store::platform), 2 from userId, 3 to userId
 -- Returns the numbers moved.
-local p, from, to = ARGV[1], ARGV[2], ARGV[3]
-local fromKey, toKey = p .. 'PrivateNumber_user_ax:' .. from, p .. 'PrivateNumber_user_ax:' .. to
+local _, from, to = ARGV[1], ARGV[2], ARGV[3]
+local fromKey, toKey = K.user_ax .. from, K.user_ax .. to
 local moved = {}
 local entries = redis.call('HGETALL', fromKey)
 for i = 1, #entries, 2 do
@@ -11,18 +11,18 @@ for i = 1, #entries, 2 do
   if redis.call('HEXISTS', toKey, pid) == 0 then
     redis.call('HSET', toKey, pid, x)
     redis.call('HDEL', fromKey, pid)
-    redis.call('HSET', p .. 'PrivateNumber_number:' .. x, 'userId', to)
+    redis.call('HSET', K.number .. x, 'userId', to)
     table.insert(moved, x)
   end
 end
-local fault = redis.call('GET', p .. 'PrivateNumber_user_fault:' .. from)
-if fault and redis.call('EXISTS', p .. 'PrivateNumber_user_fault:' .. to) == 0 then
-  redis.call('SET', p .. 'PrivateNumber_user_fault:' .. to, fault)
-  redis.call('DEL', p .. 'PrivateNumber_user_fault:' .. from)
-  redis.call('HSET', p .. 'PrivateNumber_number:' .. fault, 'userId', to)
+local fault = redis.call('GET', K.user_fault .. from)
+if fault and redis.call('EXISTS', K.user_fault .. to) == 0 then
+  redis.call('SET', K.user_fault .. to, fault)
+  redis.call('DEL', K.user_fault .. from)
+  redis.call('HSET', K.number .. fault, 'userId', to)
   table.insert(moved, fault)
 end
-local axs = p .. 'PrivateNumber_user_axs'
+local axs = K.user_axs
 local current = redis.call('HGET', axs, from)
 if current and #moved > 0 and redis.call('HEXISTS', axs, to) == 0 then
   redis.call('HSET', axs, to, current)

@@ -1,14 +1,14 @@
 -- After the carrier ended an AX binding: the number stays the user's number
 -- of record (release = 1: it goes back to its platform's free pool instead).
--- ARGV: 1 prefix, 2 userId, 3 number, 4 release ('0' | '1')
+-- ARGV: 1 the key names (see store::platform), 2 userId, 3 number, 4 release ('0' | '1')
 -- Returns 1, or 0 when the number is not this user's.
-local p, uid, x, release = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local n = p .. 'PrivateNumber_number:' .. x
+local _, uid, x, release = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n = K.number .. x
 if redis.call('HGET', n, 'userId') ~= uid then return 0 end
 local pid = redis.call('HGET', n, 'platformId')
 redis.call('HSET', n, 'bindState', '0')
 redis.call('HDEL', n, 'subId', 'telA', 'boundAt', 'reservedAt', 'ownedBefore')
-local axs = p .. 'PrivateNumber_user_axs'
+local axs = K.user_axs
 local current = redis.call('HGET', axs, uid)
 if current then
   local ok, v = pcall(cjson.decode, current)
@@ -16,14 +16,14 @@ if current then
 end
 if release == '1' then
   redis.call('HSET', n, 'userId', '')
-  if redis.call('HGET', p .. 'PrivateNumber_user_ax:' .. uid, pid) == x then
-    redis.call('HDEL', p .. 'PrivateNumber_user_ax:' .. uid, pid)
+  if redis.call('HGET', K.user_ax .. uid, pid) == x then
+    redis.call('HDEL', K.user_ax .. uid, pid)
   end
-  if redis.call('GET', p .. 'PrivateNumber_user_fault:' .. uid) == x then
-    redis.call('DEL', p .. 'PrivateNumber_user_fault:' .. uid)
+  if redis.call('GET', K.user_fault .. uid) == x then
+    redis.call('DEL', K.user_fault .. uid)
   end
   if redis.call('HGET', n, 'numberState') == '0' then
-    redis.call('SADD', p .. 'PrivateNumber_pool_free:' .. pid, x)
+    redis.call('SADD', K.pool_free .. pid, x)
   end
 end
 return 1

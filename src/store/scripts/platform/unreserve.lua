@@ -1,7 +1,7 @@
 -- Undoes a reservation whose carrier call failed: no half-made binding.
--- ARGV: 1 prefix, 2 userId, 3 number, 4 kind ('ax' | 'fault')
-local p, uid, x, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local n = p .. 'PrivateNumber_number:' .. x
+-- ARGV: 1 the key names (see store::platform), 2 userId, 3 number, 4 kind ('ax' | 'fault')
+local _, uid, x, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n = K.number .. x
 if redis.call('HGET', n, 'userId') ~= uid or redis.call('HGET', n, 'bindState') ~= '2' then
   return 0
 end
@@ -11,12 +11,12 @@ if redis.call('HGET', n, 'ownedBefore') == '1' then
 else
   redis.call('HSET', n, 'bindState', '0', 'userId', '')
   if kind == 'fault' then
-    redis.call('DEL', p .. 'PrivateNumber_user_fault:' .. uid)
+    redis.call('DEL', K.user_fault .. uid)
   else
-    redis.call('HDEL', p .. 'PrivateNumber_user_ax:' .. uid, pid)
+    redis.call('HDEL', K.user_ax .. uid, pid)
   end
   if redis.call('HGET', n, 'numberState') == '0' then
-    redis.call('SADD', p .. 'PrivateNumber_pool_free:' .. pid, x)
+    redis.call('SADD', K.pool_free .. pid, x)
   end
 end
 redis.call('HDEL', n, 'reservedAt', 'ownedBefore')

@@ -1,10 +1,10 @@
 -- Records an XB binding the carrier made: the binding, its expiry, and the
 -- user's current number ({X, 1}) when the user has no AX binding shown.
--- ARGV: 1 prefix, 2 subId, 3 binding JSON, 4 expiresAt, 5 userId, 6 X
-local p, sub, json, exp, uid, x = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-redis.call('HSET', p .. 'PrivateNumber_xb', sub, json)
-redis.call('ZADD', p .. 'PrivateNumber_xb_expiry', exp, sub)
-local axs = p .. 'PrivateNumber_user_axs'
+-- ARGV: 1 the key names (see store::platform), 2 subId, 3 binding JSON, 4 expiresAt, 5 userId, 6 X
+local _, sub, json, exp, uid, x = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+redis.call('HSET', K.xb, sub, json)
+redis.call('ZADD', K.xb_expiry, exp, sub)
+local axs = K.user_axs
 local current = redis.call('HGET', axs, uid)
 local ax = false
 if current then
