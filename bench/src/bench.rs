@@ -72,6 +72,10 @@ pub struct BenchOptions {
     pub wrap: Vec<String>,
     /// Prefix of the bench's queue names and Redis keys.
     pub namespace: String,
+    /// Measure the binding API instead of the consumers: `clients` loops of
+    /// BindAxByplatform + GetCallNumber + ReleaseTelX.
+    pub platform: bool,
+    pub clients: usize,
 }
 
 /// One throughput measurement.
@@ -658,6 +662,103 @@ async fn measure_latency(
     ))
 }
 
+/// One run of the platform API's cycle.
+struct PlatformRun {
+    cycles: usize,
+    clients: usize,
+    seconds: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    peak_rss_kib: u64,
+}
+
+/// `clients` concurrent loops, each with a user and a number of its own,
+/// cycling BindAxByplatform -> GetCallNumber -> ReleaseTelX through HTTP
+/// against real worker processes (simulated carrier), `opts.messages`
+/// cycles in all.
+async fn measure_platform(opts: &BenchOptions, settings: &Settings) -> anyhow::Result<PlatformRun> {
+    use axn_worker::platform::{BASE_A, BASE_B};
+    let clients = opts.clients.max(1);
+    let store = axn_worker::store::Store::new(&settings.redis)?;
+    let mut redis = redis::Client::open(settings.redis.url.single_url()?)?
+        .get_multiplexed_async_connection()
+        .await?;
+    for c in 0..clients {
+        store
+            .import_number(&format!("{}", 17_900_000_000u64 + c as u64), 3, 1, 1, 0)
+            .await?;
+        let _: () = redis
+            .hset(
+                store.keys().user_phone(),
+                900_000 + c,
+                format!("138{:08}", c),
+            )
+            .await?;
+    }
+    let workers = Workers::start(opts, settings)?;
+    let ready = Instant::now() + Duration::from_secs(30);
+    while !workers.all_ready().await {
+        if Instant::now() > ready {
+            workers.stop();
+            bail!("the workers did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ports: Vec<u16> = workers.children.iter().map(|(_, p)| *p).collect();
+    let per_client = opts.messages.div_ceil(clients);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let port = ports[c % ports.len()];
+        tasks.push(tokio::spawn(async move {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let user = 900_000 + c;
+            let mut latencies = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let ask = |path: String| async move {
+                    let (status, body) = probe::http_get(addr, &path).await?;
+                    let v: serde_json::Value = serde_json::from_str(&body)?;
+                    anyhow::ensure!(status == 200 && v["ResultCode"] == 2000, "{path}: {body}");
+                    anyhow::Ok(v)
+                };
+                let bound = ask(format!("{BASE_B}/BindAxByplatform?userId={user}&platformID=3&cycle={i}")).await?;
+                let x = bound["ResultMsg"].as_str().and_then(|m| m.split(':').nth(1)).unwrap_or_default().to_owned();
+                let t = Instant::now();
+                ask(format!("{BASE_A}/GetCallNumber?xbid={i}&userid={user}&Mapclassid=1&Mapid={i}&Mobile=13700000000&expiration=120")).await?;
+                latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                ask(format!("{BASE_A}/ReleaseTelX?userId={user}&private_number={x}")).await?;
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failure = None;
+    for t in tasks {
+        match t.await? {
+            Ok(l) => latencies.extend(l),
+            Err(e) => failure = Some(e),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (_, peak_rss_kib) = workers.usage();
+    workers.stop();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(PlatformRun {
+        cycles: per_client * clients,
+        clients,
+        seconds,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: *latencies.last().unwrap_or(&0.0),
+        peak_rss_kib,
+    })
+}
+
 fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(|a, b| a.total_cmp(b));
@@ -705,7 +806,21 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
         .unwrap_or_else(|| "config (10/10/5/10)".into());
     let mut report = String::new();
     let result: anyhow::Result<()> = async {
-        if opts.latency {
+        if opts.platform {
+            let p = measure_platform(opts, &settings).await?;
+            report += &format!(
+                "| platform API | {} worker(s), {} clients, simulated carrier | {} cycles of BindAxByplatform + GetCallNumber + ReleaseTelX over HTTP | {:.0} cycles/s ({:.0} requests/s) | GetCallNumber p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms | peak RSS {:.1} MiB |\n",
+                opts.workers,
+                p.clients,
+                p.cycles,
+                p.cycles as f64 / p.seconds,
+                3.0 * p.cycles as f64 / p.seconds,
+                p.p50,
+                p.p99,
+                p.max,
+                p.peak_rss_kib as f64 / 1024.0
+            );
+        } else if opts.latency {
             let (p50, p99, max, n) = measure_latency(opts, &settings, &mut redis, &conn).await?;
             report += &format!(
                 "| latency | {} worker(s), prefetch {prefetch} | {} msg/s for {} s ({n} messages) | p50 {p50:.2} ms | p99 {p99:.2} ms | max {max:.2} ms |\n",

@@ -61,6 +61,13 @@ struct Args {
     /// figures are then the profiler's, not the worker's.
     #[arg(long, value_name = "COMMAND")]
     wrap: Option<String>,
+    /// Measure the binding API instead: -n cycles of BindAxByplatform +
+    /// GetCallNumber + ReleaseTelX over HTTP, by --clients concurrent clients.
+    #[arg(long)]
+    platform: bool,
+    /// Concurrent clients in --platform mode.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
     /// Prefix of the bench's queue names and Redis keys, so that two
     /// benches (or a bench and the tests) can share a broker.
     #[arg(long, default_value = "axn-bench")]
@@ -112,6 +119,8 @@ fn run(a: Args) -> anyhow::Result<()> {
             .map(|w| w.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default(),
         namespace: a.namespace,
+        platform: a.platform,
+        clients: a.clients,
     };
     axn_worker::cli::runtime()?.block_on(bench::run(&settings, &opts, &mut std::io::stdout()))
 }

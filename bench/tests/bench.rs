@@ -95,9 +95,34 @@ async fn bench_measures_reports_and_cleans_up() {
     );
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{row}");
 
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        run(&["--platform", "-n", "40", "--clients", "2"]),
+    )
+    .await
+    .expect("bench finishes")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| platform API |"))
+        .unwrap();
+    assert!(row.contains("40 cycles of BindAxByplatform"), "{row}");
+    assert!(number(row, "over HTTP | ", " cycles/s") > 0.0, "{row}");
+    let (p50, p99) = (
+        number(row, "GetCallNumber p50 ", " ms"),
+        number(row, "p99 ", " ms"),
+    );
+    assert!(0.0 < p50 && p50 <= p99, "{row}");
+
     let appended = std::fs::read_to_string(&report).unwrap();
     let _ = std::fs::remove_file(&report);
-    assert_eq!(appended.matches("### ").count(), 2, "{appended}");
+    assert_eq!(appended.matches("### ").count(), 3, "{appended}");
     assert!(appended.contains("| throughput |") && appended.contains("| latency |"));
 
     let queues = tokio::process::Command::new("rabbitmqctl")
