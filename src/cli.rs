@@ -59,6 +59,10 @@ enum Command {
     /// The binding API's number pool: import numbers, count them.
     #[command(subcommand)]
     Pool(ops::pool::PoolCommand),
+    /// The callbacks a carrier sends, on request (simulated carrier): an XB
+    /// binding's unbind (MQ108) or a call record, to the worker's queues.
+    #[command(subcommand)]
+    Simulate(ops::simulate::SimulateCommand),
     /// Print the worker's queues as a RabbitMQ definitions file, for brokers
     /// whose topology SREs own (import it, then run with passive = true).
     Definitions(ops::definitions::DefinitionsArgs),
@@ -85,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(c) => rt.block_on(c.run(&settings)),
         Command::Parked(c) => rt.block_on(c.run(&settings)),
         Command::Pool(c) => rt.block_on(c.run(&settings)),
+        Command::Simulate(c) => rt.block_on(c.run(&settings)),
         Command::Definitions(args) => args.run(&settings),
     }
 }

@@ -9,3 +9,4 @@ pub mod namespace;
 pub mod pool;
 pub mod probe;
 pub mod publish;
+pub mod simulate;

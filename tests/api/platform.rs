@@ -588,3 +588,194 @@ async fn a_half_made_binding_is_completed_by_the_next_bind() {
     let free: usize = r.scard(app.key("PrivateNumber_pool_free:2")).await.unwrap();
     assert_eq!(free, 1, "the other number is still free");
 }
+
+/// With credentials configured the API answers 401 without them, and serves
+/// Basic and bearer alike; `role = "api"` serves it without consumers (and
+/// is ready), `role = "consumers"` does not serve it.
+#[tokio::test]
+async fn credentials_and_roles() {
+    use axn_worker::config::{Role, Secret};
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.platform.password = Secret::new("pw");
+        s.platform.bearer_token = Secret::new("tok");
+        s.platform.role = Role::Api;
+    })
+    .await;
+    let path = format!("{BASE_A}/QueryUserAxs?userid=1");
+    let (status, body) = http_get(app.addr, &path).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"ResultCode\":5000"), "{body}");
+    let with = |auth: &str| {
+        let (addr, path, auth) = (app.addr, path.clone(), auth.to_owned());
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.0\r\nAuthorization: {auth}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).await.unwrap();
+            buf.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u16>()
+                .unwrap()
+        }
+    };
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode("platform:pw");
+    assert_eq!(with(&format!("Basic {basic}")).await, 200);
+    assert_eq!(with("Bearer tok").await, 200);
+    assert_eq!(with("Bearer nope").await, 401);
+    let wrong = base64::engine::general_purpose::STANDARD.encode("platform:nope");
+    assert_eq!(with(&format!("Basic {wrong}")).await, 401);
+    // API only: ready without any consumer.
+    let (status, ready) = http_get(app.addr, "/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.contains("\"consuming\":[]"), "{ready}");
+
+    let consumers = crate::helpers::spawn_app_with(|s| s.platform.role = Role::Consumers).await;
+    assert_eq!(http_get(consumers.addr, &path).await.0, 404);
+}
+
+/// An XB binding writes `{X, 1}` to PrivateNumber_user_axs only for a user
+/// without an AX binding shown, and the worker's unbind clears it again;
+/// expired bindings get one MQ108 each with two replicas sweeping.
+#[tokio::test]
+async fn user_axs_follows_the_contract_and_expiry_publishes_once_across_replicas() {
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    settings.platform.xb_expiry_interval_ms = 50;
+    let app = TestApp::connect(id, settings.clone()).await.start().await;
+    let numbers = seed_pool(&app, 3, 17700000001, 1).await;
+    let x = &numbers[0];
+    set_phone(&app, 61, "13800000061").await;
+    let w = WorkerProcess::start(&settings).await;
+    let other = std::net::SocketAddr::from(([127, 0, 0, 1], w.port));
+    assert!(ok(&call(
+        app.addr,
+        false,
+        "BindAxNumber",
+        &format!("userid=61&private_number={x}")
+    )
+    .await));
+    // Unbound: the user has no AX binding shown any more.
+    assert!(ok(&call(
+        app.addr,
+        false,
+        "UnBindAgentNumber",
+        &format!("userid=61&private_number={x}")
+    )
+    .await));
+    assert_eq!(
+        call(app.addr, false, "QueryUserAxs", "userid=61").await["DataBody"],
+        json!([])
+    );
+    for i in 0..6 {
+        let addr = if i % 2 == 0 { app.addr } else { other };
+        let r = call(
+            addr,
+            false,
+            "GetCallNumber",
+            &format!("xbid={i}&userid=61&Mapclassid=1&Mapid={i}&Mobile=13912345678&expiration=1"),
+        )
+        .await;
+        assert!(ok(&r), "{r}");
+    }
+    assert_eq!(
+        call(app.addr, false, "QueryUserAxs", "userid=61").await["DataBody"],
+        json!([{"xNumber": x, "bindType": 1}])
+    );
+    let xb = app.key("PrivateNumber_xb");
+    app.eventually("all six expired and unbound", || {
+        let mut r = app.redis.clone();
+        let xb = xb.clone();
+        async move { r.hlen::<_, usize>(xb).await.unwrap_or(1) == 0 }
+    })
+    .await;
+    let unbound: usize = app
+        .redis
+        .clone()
+        .hlen(app.key("PrivateNumber_xb_unbound"))
+        .await
+        .unwrap();
+    assert_eq!(unbound, 6);
+    app.drained().await;
+    let published = |page: String| crate::operate::metric(&page, "axn_platform_xb_expired_total");
+    let total = published(app.get("/metrics").await.unwrap().1)
+        + published(http_get(other, "/metrics").await.1);
+    assert_eq!(total, 6.0, "one MQ108 per binding across the two replicas");
+    assert_eq!(
+        call(app.addr, false, "QueryUserAxs", "userid=61").await["DataBody"],
+        json!([]),
+        "the worker cleared the XB entry"
+    );
+}
+
+/// `axn-worker simulate`: the simulated carrier's callbacks on request, a
+/// call record and the unbind, through the worker's queues.
+#[tokio::test]
+async fn simulated_callbacks_on_request() {
+    let app = spawn_app().await;
+    let numbers = seed_pool(&app, 3, 17800000001, 1).await;
+    set_phone(&app, 71, "13800000071").await;
+    assert!(ok(&call(
+        app.addr,
+        false,
+        "BindAxNumber",
+        &format!("userid=71&private_number={}", numbers[0])
+    )
+    .await));
+    let r = call(
+        app.addr,
+        false,
+        "GetCallNumber",
+        "xbid=3&userid=71&Mapclassid=1&Mapid=777&Mobile=13912345678&expiration=600",
+    )
+    .await;
+    assert!(ok(&r), "{r}");
+    let subs: Vec<String> = app
+        .redis
+        .clone()
+        .hkeys(app.key("PrivateNumber_xb"))
+        .await
+        .unwrap();
+    let sub = subs[0].clone();
+    let simulate = |args: Vec<String>| {
+        let env = crate::helpers::env_for(&app.settings);
+        async move {
+            let out = tokio::process::Command::new(crate::helpers::BIN)
+                .args(["--config", crate::helpers::CONFIG, "simulate"])
+                .args(&args)
+                .envs(env)
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(!text.contains("13912345678"), "masked: {text}");
+            text
+        }
+    };
+    simulate(vec![
+        "call-record".into(),
+        sub.clone(),
+        "--call-id".into(),
+        "sim-c1".into(),
+    ])
+    .await;
+    let event = app.take(&app.call_log_queue()).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&event.data).unwrap(),
+        json!({"user": 71, "houseid": 777})
+    );
+    simulate(vec!["unbind".into(), sub.clone()]).await;
+    app.eventually("unbound by the worker", || async {
+        app.hget("PrivateNumber_xb_unbound", &sub).await.is_some()
+    })
+    .await;
+}
