@@ -14,6 +14,7 @@
 //! - [`handlers`]: one file per input queue: message type, validation, effect.
 //! - [`store`]: Redis keys, scripts and connection, by subject.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `POST /number-mapping`.
+//! - [`platform`]: the binding API (the seed's middle platform).
 //! - [`mapping`]: PhoneToUID / UIDToPhone (ids, codes, validation).
 //! - [`phone`]: normalizing and masking numbers; [`telemetry`]: logging.
 //! - [`ops`]: operator commands.
