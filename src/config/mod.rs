@@ -6,7 +6,10 @@
 //! structs here mirror it one to one and reject unknown keys, so a typo in a
 //! key name is an error at start-up instead of a silently ignored setting.
 
+mod platform;
 mod validate;
+
+pub use platform::{AliyunSettings, CarrierKind, PlatformSettings, Role, SimulatedSettings};
 
 use std::{fmt, path::Path, time::Duration};
 
@@ -161,56 +164,6 @@ pub struct CallLogSettings {
     pub exchange: String,
     pub routing_key: String,
     pub passive: bool,
-}
-
-/// `[platform]`: the binding API (see config.toml for each key).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlatformSettings {
-    pub enabled: bool,
-    pub role: Role,
-    pub username: String,
-    pub password: Secret,
-    pub bearer_token: Secret,
-    pub xb_default_expiration_secs: u64,
-    pub xb_expiry_interval_ms: u64,
-    pub max_body_bytes: usize,
-    /// Platform id ("1", "2", "3") -> its carrier.
-    pub carriers: std::collections::BTreeMap<String, CarrierKind>,
-    pub simulated: SimulatedSettings,
-    pub aliyun: AliyunSettings,
-}
-
-/// What one process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    All,
-    Consumers,
-    Api,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CarrierKind {
-    Simulated,
-    Aliyun,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulatedSettings {
-    pub call_record_after_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AliyunSettings {
-    pub endpoint: String,
-    pub pool_key: String,
-    pub access_key_id: Secret,
-    pub access_key_secret: Secret,
-    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

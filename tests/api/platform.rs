@@ -378,10 +378,24 @@ async fn every_operation_answers_as_the_seed_says() {
     assert_eq!(none["ResultCode"], 5000);
     assert_eq!(none["DataBody"], json!(["13912345678"]));
     // B must be a real mobile: a virtual number is refused, echoed back.
-    let virtual_b = a("GetCallNumber", format!("xbid=1&userid=7&Mapclassid=1&Mapid=2&Mobile={x3}")).await;
+    let virtual_b = a(
+        "GetCallNumber",
+        format!("xbid=1&userid=7&Mapclassid=1&Mapid=2&Mobile={x3}"),
+    )
+    .await;
     assert_eq!(virtual_b["DataBody"], json!([x3]));
-    assert!(virtual_b["ResultMsg"].as_str().unwrap().starts_with("参数[Mobile]不是真实手机号"), "{virtual_b}");
-    let missing = a("GetCallNumber", "xbid=1&userid=7&Mapid=2&Mobile=13912345678".into()).await;
+    assert!(
+        virtual_b["ResultMsg"]
+            .as_str()
+            .unwrap()
+            .starts_with("参数[Mobile]不是真实手机号"),
+        "{virtual_b}"
+    );
+    let missing = a(
+        "GetCallNumber",
+        "xbid=1&userid=7&Mapid=2&Mobile=13912345678".into(),
+    )
+    .await;
     assert_eq!(missing["ResultMsg"], "缺少参数[Mapclassid]");
 
     // POST, as a form and as JSON, with the same names.
