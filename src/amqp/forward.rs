@@ -102,8 +102,8 @@ pub fn forwarded_properties(
     if !confirmed.is_empty() {
         ours.insert(CONFIRMED_HEADER.into(), text(confirmed));
     }
-    if let Some(key) = key {
-        let m = mac(key, from_queue, to.attempts, &first, confirmed, body);
+    if let Some(m) = key.and_then(|key| mac(key, from_queue, to.attempts, &first, confirmed, body))
+    {
         let signature = hex(&m.finalize().into_bytes());
         ours.insert(SIGNATURE_HEADER.into(), text(&signature));
     }
