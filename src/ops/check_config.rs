@@ -1,16 +1,57 @@
 //! `axn-worker check-config`: loads and validates the configuration (file and
-//! `AXN__` environment) and prints the effective settings, secrets hidden.
+//! `AXN__` environment) and prints the effective settings, secrets hidden, and
+//! warnings about settings that contradict each other.
 
-use crate::config::Settings;
+use crate::config::{QueueKind, Settings};
 
 /// The effective settings as TOML, with secrets shown as `***`.
 pub fn render(settings: &Settings) -> anyhow::Result<String> {
     Ok(toml::to_string_pretty(settings)?)
 }
 
-/// Runs `check-config`: the settings on stdout, "configuration OK" on stderr.
+/// Settings that are valid one by one but work against each other.
+pub fn warnings(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    let longest = QueueKind::ALL
+        .into_iter()
+        .map(|k| (settings.queues.get(k).timeout_secs, k))
+        .max_by_key(|(t, _)| *t);
+    if let Some((timeout, kind)) = longest
+        && settings.shutdown.grace_period_secs < timeout
+    {
+        out.push(format!(
+            "[shutdown] grace_period_secs ({}) is below [queues.{kind}] timeout_secs ({timeout}): a message in flight at a stop may be cut off and handled again after it",
+            settings.shutdown.grace_period_secs
+        ));
+    }
+    out
+}
+
+/// Runs `check-config`: the settings on stdout; warnings and "configuration
+/// OK" on stderr.
 pub fn run(settings: &Settings) -> anyhow::Result<()> {
     print!("{}", render(settings)?);
+    for w in warnings(settings) {
+        eprintln!("warning: {w}");
+    }
     eprintln!("configuration OK");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_agrees_with_itself_and_a_short_grace_is_warned() {
+        let mut s = Settings::defaults().unwrap();
+        assert_eq!(warnings(&s), Vec::<String>::new());
+        s.shutdown.grace_period_secs = 30;
+        let w = warnings(&s);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("[shutdown] grace_period_secs (30) is below [queues."),
+            "{w:?}"
+        );
+    }
 }

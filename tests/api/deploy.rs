@@ -197,6 +197,29 @@ fn dockerfile_is_multi_stage_non_root_with_the_binary_as_pid_1() {
     let cmd: Vec<String> =
         serde_json::from_str(last.iter().find_map(|l| l.strip_prefix("CMD ")).unwrap()).unwrap();
     assert_eq!(cmd[0], "run");
+    // The build stage copies what the workspace needs to build: every member
+    // and every patched crate of Cargo.toml.
+    let manifest: toml::Value = toml::from_str(&read("Cargo.toml")).unwrap();
+    let mut needed: Vec<String> = manifest["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .filter(|m| *m != ".")
+        .map(str::to_owned)
+        .collect();
+    for patch in manifest["patch"]["crates-io"].as_table().unwrap().values() {
+        let path = patch["path"].as_str().unwrap();
+        needed.push(path.split('/').next().unwrap().to_owned());
+    }
+    for dir in needed {
+        assert!(
+            lines[..stages[1]].iter().any(
+                |l| l.starts_with("COPY ") && l.split_whitespace().nth(1) == Some(dir.as_str())
+            ),
+            "the build stage copies {dir}"
+        );
+    }
     // Everything the build stage copies exists.
     for l in &lines[..stages[1]] {
         if let Some(rest) = l.strip_prefix("COPY ") {
@@ -326,4 +349,182 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         );
     }
     assert!(used.len() >= 10, "{used:?}");
+}
+
+/// The unit's install recipe, run as written (under a temporary root instead
+/// of /), then its ExecStart as an unprivileged user, as `DynamicUser=yes`
+/// runs it: the worker must read its config and become ready.
+#[tokio::test]
+async fn systemd_recipe_runs_as_an_unprivileged_user() {
+    let root = tempdir("systemd");
+    let unit = read("deploy/systemd/axn-worker.service");
+    let remap = |p: &str| -> String {
+        if p.starts_with('/') && p != "/dev/null" {
+            format!("{}{p}", root.display())
+        } else if p == "target/release/axn-worker" {
+            crate::helpers::BIN.to_owned()
+        } else if p == "config.toml" {
+            format!("{}/config.toml", env!("CARGO_MANIFEST_DIR"))
+        } else {
+            p.to_owned()
+        }
+    };
+    let installs: Vec<Vec<String>> = unit
+        .lines()
+        .filter_map(|l| l.trim_start_matches('#').trim().strip_prefix("install "))
+        .map(|l| {
+            l.split('#')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .map(remap)
+                .collect()
+        })
+        .collect();
+    assert!(
+        installs.len() >= 2,
+        "the recipe installs the binary and the config"
+    );
+    // What every system has already.
+    for dir in ["usr/local/bin", "etc"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    for args in &installs {
+        let status = std::process::Command::new("install")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "install {args:?}");
+    }
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let argv: Vec<String> = exec.split_whitespace().map(remap).collect();
+    let id = crate::helpers::unique_id();
+    let settings = crate::helpers::test_settings(&id);
+    let app = crate::helpers::TestApp::connect(id, settings.clone()).await;
+    let port = crate::lifecycle::spare_port();
+    let mut child = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(&argv)
+        .envs(crate::helpers::env_for(&settings))
+        .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = std::time::Instant::now() + crate::helpers::DEADLINE;
+    loop {
+        if let Ok((200, _)) = crate::helpers::try_get(addr, "/readyz").await {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            use tokio::io::AsyncReadExt as _;
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
+            panic!("the worker exited ({status}) as nobody: {err}");
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready as nobody");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+    drop(app);
+}
+
+/// The runbook's `kubectl exec deploy/axn-worker -- axn-worker <command>`:
+/// the image's environment, working directory and user, its config where the
+/// image puts it (under a temporary root here), and an operator command.
+#[test]
+fn kubectl_exec_commands_find_the_config() {
+    let root = tempdir("image");
+    let text = read("deploy/Dockerfile");
+    let runtime = &text[text.rfind("\nFROM ").unwrap()..];
+    let remap = |p: &str| {
+        p.replace(
+            "/etc/axn-worker",
+            &format!("{}/etc/axn-worker", root.display()),
+        )
+    };
+    // COPY config.toml <dest>, as the image does.
+    let dest = runtime
+        .lines()
+        .find_map(|l| l.strip_prefix("COPY config.toml "))
+        .expect("the image holds the config");
+    let dest = remap(dest.trim());
+    std::fs::create_dir_all(std::path::Path::new(&dest).parent().unwrap()).unwrap();
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"), &dest).unwrap();
+    // ENV (continued lines joined) and WORKDIR.
+    let joined = runtime.replace("\\\n", " ");
+    let mut env = Vec::new();
+    for line in joined.lines().filter_map(|l| l.trim().strip_prefix("ENV ")) {
+        for pair in line.split_whitespace() {
+            let (k, v) = pair.split_once('=').unwrap();
+            env.push((k.to_owned(), remap(v)));
+        }
+    }
+    let workdir = remap(
+        runtime
+            .lines()
+            .find_map(|l| l.strip_prefix("WORKDIR "))
+            .expect("the image sets a working directory")
+            .trim(),
+    );
+    let user = runtime
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .unwrap()
+        .trim();
+    let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+    let out = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(crate::helpers::BIN)
+        .arg("check-config")
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .envs(env)
+        .current_dir(&workdir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("configuration OK"), "{stderr}");
+    assert!(
+        !stderr.contains("warning:"),
+        "the shipped config agrees with itself: {stderr}"
+    );
+}
+
+/// A fresh directory under the system's temporary directory, readable by
+/// all, removed when dropped (a failing test included).
+struct TempRoot(std::path::PathBuf);
+
+impl std::ops::Deref for TempRoot {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(what: &str) -> TempRoot {
+    let dir = std::env::temp_dir().join(format!("axn-{what}-{}", crate::helpers::unique_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    TempRoot(dir)
 }
