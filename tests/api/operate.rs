@@ -390,3 +390,85 @@ async fn definitions_match_the_worker_topology() {
     app.eventually("applied", || app.is_member(&key, "13470110001"))
         .await;
 }
+
+/// `/metrics` serves what the client negotiates: OpenMetrics to a client
+/// that asks for it, the Prometheus text format to the rest, which
+/// `promtool check metrics` accepts (HELP and TYPE of every counter kept);
+/// `promtool check rules` accepts the alert rules. promtool runs when it is
+/// installed (`.ci/run` installs it from Debian's prometheus package).
+#[tokio::test]
+async fn metrics_negotiate_their_format_and_pass_promtool() {
+    let app = crate::helpers::spawn_app().await;
+    app.publish(QueueKind::Blacklist, b"not json").await;
+    app.drained().await;
+    let get = |accept: &'static str| {
+        let addr = app.addr;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET /metrics HTTP/1.0\r\nAccept: {accept}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).await.unwrap();
+            let (head, body) = buf.split_once("\r\n\r\n").unwrap();
+            (head.to_lowercase(), body.to_owned())
+        }
+    };
+    let (head, om) =
+        get("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5").await;
+    assert!(
+        head.contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(om.trim_end().ends_with("# EOF"));
+    let (head, text) = get("*/*").await;
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(text.contains("# TYPE axn_messages_received_total counter"));
+    assert!(!text.contains("# EOF"));
+    if std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("promtool is not installed: format checked without it");
+        return;
+    }
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = std::process::Command::new("promtool")
+        .args([
+            "check",
+            "rules",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/monitoring/alerts.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        rules.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rules.stdout)
+    );
+}
