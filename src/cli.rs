@@ -45,6 +45,9 @@ enum Command {
     /// print the effective settings, secrets hidden. Exits non-zero with the
     /// reason when it is invalid.
     CheckConfig,
+    /// Ask the running worker whether it is ready (its /readyz): exit 0 when
+    /// it is, 1 with what is missing. For the Docker HEALTHCHECK and scripts.
+    Health(ops::health::HealthArgs),
     /// Publish JSON messages to an input queue, publisher-confirmed: one JSON
     /// document, or one per line. For smoke tests and manual fixes.
     ///
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => rt.block_on(args.run(&settings)),
         Command::CheckConfig => ops::check_config::run(&settings),
         Command::Publish(args) => rt.block_on(args.run(&settings)),
+        Command::Health(args) => rt.block_on(args.run(&settings)),
         Command::Dlq(c) => rt.block_on(c.run(&settings)),
         Command::Parked(c) => rt.block_on(c.run(&settings)),
         Command::Pool(c) => rt.block_on(c.run(&settings)),

@@ -222,8 +222,28 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
-    fn redacted(&self) -> &'static str {
-        if self.0.is_empty() { "" } else { "***" }
+    /// What may be shown: a URL with its password replaced by `***` (the
+    /// scheme, user, host, port and path stay, so an operator can see where
+    /// it points); any other secret as `***`.
+    fn redacted(&self) -> String {
+        if self.0.is_empty() {
+            return String::new();
+        }
+        if let Some((scheme, rest)) = self.0.split_once("://") {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            return match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                    if userinfo.contains(':') {
+                        format!("{scheme}://{user}:***@{host}{path}")
+                    } else {
+                        format!("{scheme}://***@{host}{path}")
+                    }
+                }
+                None => self.0.clone(),
+            };
+        }
+        "***".to_owned()
     }
 }
 
@@ -235,7 +255,7 @@ impl fmt::Debug for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.redacted())
+        s.serialize_str(&self.redacted())
     }
 }
 
@@ -449,6 +469,24 @@ mod tests {
         let shown = format!("{s:?} {}", serde_json::to_string(&s).unwrap());
         assert!(!shown.contains("hunter2"));
         assert!(!shown.contains("guest:guest"));
+        // Where a URL points stays visible; only its password is hidden.
+        assert!(
+            shown.contains("amqp://guest:***@127.0.0.1:5672/%2f"),
+            "{shown}"
+        );
+        assert_eq!(
+            Secret::new("redis://:pw@r1:6379/0").redacted(),
+            "redis://:***@r1:6379/0"
+        );
+        assert_eq!(
+            Secret::new("redis://u@r1:6379").redacted(),
+            "redis://***@r1:6379"
+        );
+        assert_eq!(
+            Secret::new("redis://127.0.0.1:6379/0").redacted(),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(Secret::new("hunter2").redacted(), "***");
     }
 
     #[test]

@@ -92,6 +92,47 @@ async fn run_exits_zero_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Text logs written to a file (journald, a redirect) carry no ANSI colour
+/// codes: colours only on a terminal.
+#[tokio::test]
+async fn text_logs_to_a_file_have_no_colour_codes() {
+    let id = unique_id();
+    let settings = test_settings(&id);
+    let app = TestApp::connect(id, settings.clone()).await;
+    let log = std::env::temp_dir().join(format!("{}-log.txt", app.id));
+    let port = crate::lifecycle::spare_port();
+    let mut worker = tokio::process::Command::new(BIN)
+        .args(["run", "--config", CONFIG])
+        .envs(env_for(&settings))
+        .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("AXN__LOG__FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("consuming")
+    {
+        assert!(Instant::now() < deadline, "the worker did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = worker.id().unwrap().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let _ = worker.wait().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(text.contains(" INFO "), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no escape sequences in a file: {text:?}"
+    );
+}
+
 /// With `[log] format = "json"` every log line is a JSON object, and across
 /// messages full of phone numbers (applied, dead-lettered, retried), at debug
 /// level for the worker, no full number appears in any line.

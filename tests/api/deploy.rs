@@ -75,6 +75,18 @@ fn kubernetes_manifests_agree_with_the_worker() {
     );
 
     let deployment = kind(&docs, "Deployment");
+    // KEDA owns the replica count: the Deployment must not set one (an apply
+    // would reset what KEDA scaled to), and KEDA keeps at least one.
+    assert!(
+        deployment["spec"]["replicas"].is_null(),
+        "replicas left to KEDA"
+    );
+    assert!(
+        kind(&docs, "ScaledObject")["spec"]["minReplicaCount"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
     let pod = &deployment["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
     assert_eq!(
@@ -194,8 +206,23 @@ fn dockerfile_is_multi_stage_non_root_with_the_binary_as_pid_1() {
         last.iter()
             .any(|l| l.starts_with("COPY --from=") && l.contains("axn-worker"))
     );
-    let cmd: Vec<String> =
-        serde_json::from_str(last.iter().find_map(|l| l.strip_prefix("CMD ")).unwrap()).unwrap();
+    let health = text
+        .lines()
+        .skip_while(|l| !l.starts_with("HEALTHCHECK"))
+        .nth(1)
+        .expect("a HEALTHCHECK");
+    assert!(
+        health.contains(r#"["/usr/local/bin/axn-worker", "health"]"#),
+        "{health}"
+    );
+    // The image's CMD (the last one: HEALTHCHECK has its own).
+    let cmd: Vec<String> = serde_json::from_str(
+        last.iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("CMD "))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(cmd[0], "run");
     // The build stage copies what the workspace needs to build: every member
     // and every patched crate of Cargo.toml.
@@ -269,6 +296,8 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         .flat_map(|l| {
             let (name, kind) = l.split_once(' ').unwrap();
             match kind.trim() {
+                // OpenMetrics names the family, Prometheus text the series.
+                "counter" if name.ends_with("_total") => vec![name.to_owned()],
                 "counter" => vec![format!("{name}_total")],
                 "histogram" => ["_bucket", "_sum", "_count"]
                     .iter()

@@ -122,6 +122,11 @@ async fn check_config_shows_effective_settings_without_secrets() {
         "{text}"
     );
     assert!(text.contains(r#"password = "***""#));
+    assert!(
+        text.contains("amqp://guest:***@127.0.0.1:5672/%2f")
+            && text.contains("redis://127.0.0.1:6379/0"),
+        "hosts are shown, passwords not: {text}"
+    );
 
     let bad = tokio::process::Command::new(BIN)
         .args(["check-config", "--config", CONFIG])
@@ -470,5 +475,35 @@ async fn metrics_negotiate_their_format_and_pass_promtool() {
         rules.status.success(),
         "{}",
         String::from_utf8_lossy(&rules.stdout)
+    );
+}
+
+/// `axn-worker health` (the Docker HEALTHCHECK): 0 while the worker is
+/// ready, 1 with the reason when nothing (ready) answers.
+#[tokio::test]
+async fn health_command_reports_readiness() {
+    let app = crate::helpers::spawn_app().await;
+    let run = |addr: String| async move {
+        tokio::process::Command::new(BIN)
+            .args(["health", "--config", CONFIG, "--addr", &addr])
+            .output()
+            .await
+            .unwrap()
+    };
+    let ok = run(app.addr.to_string()).await;
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ready: "));
+    let port = crate::lifecycle::spare_port();
+    let down = run(format!("127.0.0.1:{port}")).await;
+    assert_eq!(down.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("no worker answers"),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
     );
 }

@@ -107,13 +107,10 @@ impl Aliyun {
 /// An Aliyun error code's meaning.
 pub fn classify(code: &str, detail: String) -> CarrierError {
     match code {
-        "isv.NO_AVAILABLE_NUMBER" | "isv.NO_USABLE_NUMBER" | "isv.POOL_NOT_EXIST" => {
-            CarrierError::NoNumber(detail)
-        }
-        "isv.BIND_CONFLICT" | "isv.NUMBER_ALREADY_BOUND" | "isv.SUBSCRIPTION_NOT_EXIST" => {
-            CarrierError::Conflict(detail)
-        }
-        c if c.starts_with("Throttling") || c == "isv.BUSINESS_LIMIT_CONTROL" => {
+        "isv.NO_AVAILABLE_NUMBER" => CarrierError::NoNumber(detail),
+        "isv.BIND_CONFLICT" => CarrierError::Conflict(detail),
+        // Dypls' own flow control, and the API gateway's.
+        c if c.starts_with("Throttling") || c == "isv.FLOW_LIMIT" => {
             CarrierError::Throttled(detail)
         }
         _ => CarrierError::Failed(detail),
@@ -264,7 +261,8 @@ mod tests {
     use super::*;
 
     /// The worked example of Aliyun's "RPC signature" documentation (ECS
-    /// DescribeRegions with AccessKeyId testid, secret testsecret).
+    /// DescribeRegions with AccessKeyId testid, secret testsecret; the
+    /// current page's `Timestamp` spelling and its published signature).
     #[test]
     fn signs_aliyuns_documented_example() {
         let params: Vec<(String, String)> = [
@@ -310,7 +308,7 @@ mod tests {
             CarrierError::Throttled(_)
         ));
         assert!(matches!(
-            classify("isv.BUSINESS_LIMIT_CONTROL", String::new()),
+            classify("isv.FLOW_LIMIT", String::new()),
             CarrierError::Throttled(_)
         ));
         assert!(matches!(
