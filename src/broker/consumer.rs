@@ -134,9 +134,18 @@ fn process(
         ctx.store.cached_signing_key().as_ref(),
     );
     let attempt = history.attempts.saturating_add(1);
+    // The producer's message id (also on any dead letter), so a log line
+    // and a dead letter can be matched; the log writer masks numbers in it.
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str())
+        .unwrap_or("");
     let span = tracing::info_span!(
         "message",
         queue = %q.kind,
+        message_id,
         tag = delivery.delivery_tag,
         attempt,
         redelivered = delivery.redelivered,

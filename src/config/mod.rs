@@ -28,7 +28,7 @@ pub enum ConfigError {
     #[error("configuration file {0} does not exist")]
     Missing(String),
     #[error("invalid configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    Parse(String),
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -325,6 +325,43 @@ impl QueuesSettings {
     }
 }
 
+/// A figment error as the user wrote the key, said once: the environment
+/// variable (`AXN__QUEUES__XB_UNBIND__CONCURRENCY: ...`) or the TOML table and
+/// key with its file (`[queues.xb_unbind] concurrency in /etc/x.toml: ...`),
+/// never the library's internal path (`default.queues...`).
+fn describe(e: &figment::Error) -> String {
+    let mut out = Vec::new();
+    for e in e.clone() {
+        let path: Vec<&str> = e
+            .path
+            .iter()
+            .map(String::as_str)
+            .skip_while(|p| p.eq_ignore_ascii_case("default"))
+            .collect();
+        let from_env = e
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.name.contains("environment"));
+        let key = if from_env {
+            format!("AXN__{}", path.join("__").to_uppercase())
+        } else {
+            let file = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map(|s| format!(" in {s}"))
+                .unwrap_or_default();
+            match path.split_last() {
+                Some((key, [])) => format!("{key}{file}"),
+                Some((key, table)) => format!("[{}] {key}{file}", table.join(".")),
+                None => format!("the configuration{file}"),
+            }
+        };
+        out.push(format!("{key}: {}", e.kind));
+    }
+    out.join("; ")
+}
+
 impl Settings {
     /// Defaults, then `path` (which must exist), then the environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -351,7 +388,9 @@ impl Settings {
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let settings: Settings = figment.extract().map_err(Box::new)?;
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe(&e)))?;
         settings.validate()?;
         Ok(settings)
     }

@@ -205,6 +205,14 @@ async fn logs_are_json_and_never_show_a_full_number() {
     ] {
         app.publish(kind, body.as_bytes()).await;
     }
+    // A message id on the delivery shows on its log lines (to match them
+    // with its dead letter).
+    app.publish_to(
+        &app.queue(QueueKind::XbUnbind),
+        b"not json",
+        lapin::BasicProperties::default().with_message_id("mid-4242".into()),
+    )
+    .await;
     let answer = crate::helpers::post(
         ([127, 0, 0, 1], port).into(),
         "/number-mapping",
@@ -245,6 +253,12 @@ async fn logs_are_json_and_never_show_a_full_number() {
             assert!(!line.contains(n), "full number {n} in a log line: {line}");
         }
     }
+    assert!(
+        lines.iter().any(|l| l.contains("mid-4242")
+            && l.contains("xb_unbind")
+            && l.contains("dead-lettered")),
+        "the message id and queue on the dead letter's log line"
+    );
     for expected in [
         "permanent failure: dead-lettered",
         "transient failure: retrying",

@@ -507,3 +507,51 @@ async fn health_command_reports_readiness() {
         String::from_utf8_lossy(&down.stderr)
     );
 }
+
+/// A config error names the key as the user wrote it (the environment
+/// variable, or the TOML table and key with its file), once, and never the
+/// config library's internal path.
+#[tokio::test]
+async fn config_errors_name_the_key_as_written_once() {
+    let env = tokio::process::Command::new(BIN)
+        .args(["check-config", "--config", CONFIG])
+        .env("AXN__QUEUES__XB_UNBIND__CONCURRENCY", "abc")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(env.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&env.stderr);
+    assert_eq!(
+        err.matches("AXN__QUEUES__XB_UNBIND__CONCURRENCY").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(err.matches("expected u16").count(), 1, "{err}");
+    assert!(
+        !err.contains("default.") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    let file = std::env::temp_dir().join(format!("{}-bad.toml", crate::helpers::unique_id()));
+    std::fs::write(&file, "[queues.xb_unbind]\nconcurrency = \"x\"\n").unwrap();
+    let toml = tokio::process::Command::new(BIN)
+        .arg("check-config")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let err = String::from_utf8_lossy(&toml.stderr);
+    assert_eq!(toml.status.code(), Some(1));
+    assert_eq!(
+        err.matches(&format!(
+            "[queues.xb_unbind] concurrency in {}",
+            file.display()
+        ))
+        .count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("default."), "{err}");
+}
