@@ -22,6 +22,7 @@
 //! | `axn_platform_requests_total` | operation, result | binding API requests answered (`success` 2000, `failure` 5000) |
 //! | `axn_platform_request_seconds` | operation | binding API latency |
 //! | `axn_platform_xb_expired_total` | | MQ108 unbinds the platform published for expired XB bindings |
+//! | `axn_queue_depth` | queue, role | messages ready in each of the worker's queues (`role`: `input`, `retry_<d>ms`, `dlq`, `unattributed`), read every `[amqp] queue_depth_interval_ms` |
 //! | `axn_build_info` | version | always 1 |
 //!
 //! `queue` is the queue key (`xb_unbind`, `blacklist`, `phone_history`,
@@ -44,6 +45,12 @@ use crate::{config::QueueKind, health::Health, outcome::Reason};
 
 /// The `outcome` label values of `axn_handler_duration_seconds`.
 pub const OUTCOMES: [&str; 4] = ["applied", "parked", "permanent", "transient"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DepthLabels {
+    queue: &'static str,
+    role: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
@@ -157,6 +164,7 @@ pub struct Metrics {
     platform_requests: Family<OperationLabels, Counter>,
     platform_latency: Family<OperationLabel, Histogram, fn() -> Histogram>,
     platform_xb_expired: Counter,
+    queue_depth: Family<DepthLabels, Gauge>,
     health: Arc<Health>,
 }
 
@@ -182,6 +190,7 @@ impl Metrics {
             platform_requests: Family::default(),
             platform_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             platform_xb_expired: Counter::default(),
+            queue_depth: Family::default(),
             health,
             registry: Registry::default(),
         };
@@ -276,6 +285,11 @@ impl Metrics {
             "MQ108 unbinds published for expired XB bindings",
             m.platform_xb_expired.clone(),
         );
+        r.register(
+            "axn_queue_depth",
+            "Messages ready in each of the worker's queues",
+            m.queue_depth.clone(),
+        );
         let build = Family::<VersionLabel, Gauge>::default();
         build
             .get_or_create(&VersionLabel {
@@ -364,6 +378,17 @@ impl Metrics {
         self.platform_latency
             .get_or_create(&OperationLabel { operation })
             .observe(seconds);
+    }
+
+    /// Messages ready in the queue of `kind` with `role` (input, retry_<d>ms,
+    /// dlq, unattributed).
+    pub fn set_queue_depth(&self, kind: QueueKind, role: &str, messages: u32) {
+        self.queue_depth
+            .get_or_create(&DepthLabels {
+                queue: kind.key(),
+                role: role.to_owned(),
+            })
+            .set(messages.into());
     }
 
     /// An expired XB binding's MQ108 unbind published.

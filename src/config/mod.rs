@@ -55,6 +55,9 @@ pub struct AmqpSettings {
     pub connect_timeout_secs: u64,
     pub reconnect_min_delay_ms: u64,
     pub reconnect_max_delay_ms: u64,
+    /// How often the depth of every queue of the worker is read (passive
+    /// declares) for `axn_queue_depth`.
+    pub queue_depth_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

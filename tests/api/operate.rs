@@ -555,3 +555,23 @@ async fn config_errors_name_the_key_as_written_once() {
     );
     assert!(!err.contains("default."), "{err}");
 }
+
+/// `axn_queue_depth` follows the broker: a dead letter shows in its `.dlq`'s
+/// depth, read with passive declares.
+#[tokio::test]
+async fn queue_depth_metrics_follow_the_broker() {
+    let app = crate::helpers::spawn_app_with(|s| s.amqp.queue_depth_interval_ms = 100).await;
+    app.publish(QueueKind::XbUnbind, b"not json").await;
+    app.eventually("the dead letter counted in the .dlq's depth", || async {
+        let page = app.get("/metrics").await.unwrap().1;
+        metric(&page, r#"axn_queue_depth{queue="xb_unbind",role="dlq"}"#) == 1.0
+    })
+    .await;
+    let page = app.get("/metrics").await.unwrap().1;
+    assert_eq!(
+        metric(&page, r#"axn_queue_depth{queue="xb_unbind",role="input"}"#),
+        0.0
+    );
+    assert!(page.contains(r#"axn_queue_depth{queue="call_record",role="unattributed"}"#));
+    assert!(page.contains(r#"axn_queue_depth{queue="blacklist",role="retry_100ms"}"#));
+}
