@@ -123,6 +123,54 @@ pub fn mask_digits_in(text: &str) -> String {
     out
 }
 
+/// Masks the phone numbers in text shown to an operator (a dead letter's
+/// body in a listing): a run of digits (single spaces or dashes allowed
+/// between them) that is a mainland mobile, bare or after 86 / 0086. Other
+/// runs (subIds, callIds, epoch seconds, dates) stay readable. Logs use
+/// [`mask_digits_in`], which masks every run of 7 or more digits.
+pub fn mask_phones_in(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() || (i > 0 && b[i - 1].is_ascii_digit()) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let (mut end, mut j) = (i, i);
+        while j < b.len() {
+            if b[j].is_ascii_digit() {
+                j += 1;
+                end = j;
+            } else if (b[j] == b' ' || b[j] == b'-') && b.get(j + 1).is_some_and(u8::is_ascii_digit)
+            {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let digits: String = text[start..end]
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        let mobile = ["", "86", "0086"].iter().any(|p| {
+            digits
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.len() == 11 && rest.starts_with('1'))
+        });
+        if mobile {
+            out.push_str(&text[copied..start]);
+            out.push_str(&mask_number(&text[start..end], digits.len()));
+            copied = end;
+        }
+        i = end;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 /// `YYYY-MM-DD` at the start of `run`.
 fn is_date(run: &[u8]) -> bool {
     run.len() >= 10
@@ -211,6 +259,20 @@ mod tests {
         assert_eq!(mask("008613988888888").to_string(), "008****8888");
         assert_eq!(mask("1234567").to_string(), "****");
         assert_eq!(mask("").to_string(), "****");
+    }
+
+    #[test]
+    fn listings_mask_phones_but_keep_ids_and_times_readable() {
+        assert_eq!(
+            mask_phones_in(
+                r#"{"telX":"17111526089","subId":"1000039976446302","at":1763892000,"b":"139-1111-2222","c":"+8613988888888"}"#
+            ),
+            r#"{"telX":"171****6089","subId":"1000039976446302","at":1763892000,"b":"139-****-2222","c":"+861****8888"}"#
+        );
+        assert_eq!(
+            mask_phones_in("user 74705, call 2026-11-23 10:00"),
+            "user 74705, call 2026-11-23 10:00"
+        );
     }
 
     #[test]

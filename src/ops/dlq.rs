@@ -16,6 +16,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
+use super::dlq_tools::{self, Filter};
 use crate::{
     amqp::{
         self,
@@ -33,14 +34,30 @@ use crate::{
 /// `dlq` subcommands.
 #[derive(clap::Subcommand)]
 pub enum DlqCommand {
-    /// Show dead-lettered messages (reason, attempts, first and last failure,
-    /// body with numbers masked) without consuming them.
+    /// Show the dead letters: the total and a summary by reason (count,
+    /// first and last failure), then the messages the filter selects (message
+    /// id, reason, attempts, failures, body with phone numbers masked),
+    /// without consuming them.
     List {
         /// xb_unbind, blacklist, phone_history or call_record.
         #[arg(value_parser = QueueKind::parse_key)]
         queue: QueueKind,
         #[command(flatten)]
         limit: Limit,
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Delete the dead letters the filter selects (all without one). Shows
+    /// what it would delete and deletes nothing unless --yes is given.
+    Purge {
+        /// xb_unbind, blacklist, phone_history or call_record.
+        #[arg(value_parser = QueueKind::parse_key)]
+        queue: QueueKind,
+        #[command(flatten)]
+        filter: Filter,
+        /// Really delete them.
+        #[arg(long)]
+        yes: bool,
     },
     /// Move dead-lettered messages back to their input queue, each acked on the
     /// dead-letter queue only after the broker confirmed the republish. Moves
@@ -87,13 +104,27 @@ pub struct OptionalLimit {
 impl DlqCommand {
     pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
         match self {
-            DlqCommand::List { queue, limit } => {
-                print_list(
-                    settings,
-                    &settings.queues.get(queue).dlq_name(),
-                    limit.limit,
-                )
-                .await
+            DlqCommand::List {
+                queue,
+                limit,
+                filter,
+            } => {
+                let dlq = settings.queues.get(queue).dlq_name();
+                print_summary(settings, &dlq, limit.limit, &filter).await
+            }
+            DlqCommand::Purge { queue, filter, yes } => {
+                let dlq = settings.queues.get(queue).dlq_name();
+                if !yes {
+                    let all = dlq_tools::scan(settings, &dlq).await?;
+                    let n = all.iter().filter(|e| filter.matches(e)).count();
+                    anyhow::bail!(
+                        "{n} of the {} message(s) in {dlq} match: nothing deleted; run again with --yes to delete them",
+                        all.len()
+                    );
+                }
+                let gone = dlq_tools::purge(settings, &dlq, &filter).await?;
+                println!("deleted {} message(s) from {dlq}", gone.len());
+                Ok(())
             }
             DlqCommand::Replay { queue, limit } => {
                 let q = settings.queues.get(queue);
@@ -115,6 +146,30 @@ impl ParkedCommand {
             }
         }
     }
+}
+
+async fn print_summary(
+    settings: &Settings,
+    queue: &str,
+    limit: usize,
+    filter: &Filter,
+) -> anyhow::Result<()> {
+    let all = dlq_tools::scan(settings, queue).await?;
+    println!("{queue}: {} message(s)", all.len());
+    for (reason, s) in dlq_tools::summarize(&all) {
+        println!(
+            "  {reason}: {} (first {}, last {})",
+            s.count, s.first, s.last
+        );
+    }
+    let selected: Vec<&Entry> = all.iter().filter(|e| filter.matches(e)).collect();
+    for (i, e) in selected.iter().take(limit).enumerate() {
+        println!("--- {queue} #{}\n{e}", i + 1);
+    }
+    if selected.len() > limit {
+        println!("... {} more (-n to show more)", selected.len() - limit);
+    }
+    Ok(())
 }
 
 async fn print_list(settings: &Settings, queue: &str, limit: usize) -> anyhow::Result<()> {
@@ -153,21 +208,24 @@ async fn replay_with_progress(
 }
 
 /// A dead-lettered (or parked) message as an operator sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {
+    /// The producer's message id, to find one message (and its log lines).
+    pub message_id: Option<String>,
     pub reason: Option<String>,
     pub error: Option<String>,
     pub attempts: Option<String>,
     pub first_failed_at: Option<String>,
     pub failed_at: Option<String>,
     pub original_queue: Option<String>,
-    /// The body with every run of 7+ digits masked.
+    /// The body with its phone numbers masked (ids and times stay readable).
     pub body: String,
 }
 
 impl std::fmt::Display for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let v = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+        writeln!(f, "message id:    {}", v(&self.message_id))?;
         writeln!(f, "reason:        {}", v(&self.reason))?;
         writeln!(f, "error:         {}", v(&self.error))?;
         writeln!(f, "attempts:      {}", v(&self.attempts))?;
@@ -189,15 +247,16 @@ pub fn header(props: &BasicProperties, name: &str) -> Option<String> {
     }
 }
 
-fn entry(props: &BasicProperties, body: &[u8]) -> Entry {
+pub(super) fn entry(props: &BasicProperties, body: &[u8]) -> Entry {
     Entry {
+        message_id: props.message_id().as_ref().map(|m| m.as_str().to_owned()),
         reason: header(props, REASON_HEADER),
         error: header(props, ERROR_HEADER),
         attempts: header(props, ATTEMPTS_HEADER),
         first_failed_at: header(props, FIRST_FAILED_AT_HEADER),
         failed_at: header(props, FAILED_AT_HEADER),
         original_queue: header(props, ORIGINAL_QUEUE_HEADER),
-        body: phone::mask_digits_in(&String::from_utf8_lossy(body)),
+        body: phone::mask_phones_in(&String::from_utf8_lossy(body)),
     }
 }
 

@@ -575,3 +575,77 @@ async fn queue_depth_metrics_follow_the_broker() {
     assert!(page.contains(r#"axn_queue_depth{queue="call_record",role="unattributed"}"#));
     assert!(page.contains(r#"axn_queue_depth{queue="blacklist",role="retry_100ms"}"#));
 }
+
+/// `dlq list` summarizes by reason and filters; `dlq purge` deletes only
+/// what its filter selects, and only with --yes.
+#[tokio::test]
+async fn dlq_summary_filters_and_purge() {
+    let app = crate::helpers::spawn_app().await;
+    let dlq = app.dlq(QueueKind::Blacklist);
+    let q = app.queue(QueueKind::Blacklist);
+    for (i, body) in [&b"not json"[..], b"{}", b"also not json"]
+        .iter()
+        .enumerate()
+    {
+        app.publish_to(
+            &q,
+            body,
+            lapin::BasicProperties::default().with_message_id(format!("m-{i}").into()),
+        )
+        .await;
+    }
+    app.eventually("three dead letters", || async {
+        app.queue_len(&dlq).await == 3
+    })
+    .await;
+    let env = crate::helpers::env_for(&app.settings);
+    let cli = |args: &[&str]| {
+        let (env, args) = (
+            env.clone(),
+            args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+        async move {
+            tokio::process::Command::new(BIN)
+                .args(["--config", CONFIG, "dlq"])
+                .args(&args)
+                .envs(env)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = cli(&["list", "blacklist"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("{dlq}: 3 message(s)")), "{text}");
+    assert!(text.contains("  invalid_json: 2 (first "), "{text}");
+    assert!(text.contains("  missing_field: 1 (first "), "{text}");
+    let out = cli(&["list", "blacklist", "--reason", "missing_field"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("message id:    m-1") && !text.contains("message id:    m-0"),
+        "{text}"
+    );
+
+    let refused = cli(&["purge", "blacklist", "--reason", "invalid_json"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("2 of the 3 message(s)"));
+    assert_eq!(
+        app.queue_len(&dlq).await,
+        3,
+        "nothing deleted without --yes"
+    );
+    let purged = cli(&["purge", "blacklist", "--reason", "invalid_json", "--yes"]).await;
+    assert!(String::from_utf8_lossy(&purged.stdout).contains("deleted 2 message(s)"));
+    assert_eq!(app.queue_len(&dlq).await, 1);
+    let left = app.take(&dlq).await;
+    assert_eq!(
+        left.properties.message_id().as_ref().map(|m| m.as_str()),
+        Some("m-1"),
+        "the unselected one stays, untouched"
+    );
+}
