@@ -29,6 +29,11 @@ pub const CONFIRMED_HEADER: &str = "axn-call-log-confirmed";
 pub const HEADERS_CUT_HEADER: &str = "axn-headers-cut";
 /// HMAC-SHA256 (hex) over the history headers and the body.
 pub const SIGNATURE_HEADER: &str = "axn-signature";
+/// Kept by `dlq replay` across replays: the first failure ever, the
+/// attempts made before the last replay (in all), how many replays.
+pub const HISTORY_FIRST_FAILED_AT_HEADER: &str = "axn-history-first-failed-at";
+pub const HISTORY_ATTEMPTS_HEADER: &str = "axn-history-attempts";
+pub const REPLAY_COUNT_HEADER: &str = "axn-replay-count";
 /// Set by `dlq replay`.
 pub const REPLAYED_FROM_HEADER: &str = "axn-replayed-from";
 pub const REPLAYED_AT_HEADER: &str = "axn-replayed-at";

@@ -22,8 +22,9 @@ use crate::{
         self,
         headers::{
             ATTEMPTS_HEADER, CONFIRMED_HEADER, ERROR_HEADER, FAILED_AT_HEADER,
-            FIRST_FAILED_AT_HEADER, HEADERS_CUT_HEADER, ORIGINAL_QUEUE_HEADER, REASON_HEADER,
-            REPLAYED_AT_HEADER, REPLAYED_FROM_HEADER, SIGNATURE_HEADER,
+            FIRST_FAILED_AT_HEADER, HEADERS_CUT_HEADER, HISTORY_ATTEMPTS_HEADER,
+            HISTORY_FIRST_FAILED_AT_HEADER, ORIGINAL_QUEUE_HEADER, REASON_HEADER,
+            REPLAY_COUNT_HEADER, REPLAYED_AT_HEADER, REPLAYED_FROM_HEADER, SIGNATURE_HEADER,
         },
         publisher::Publisher,
     },
@@ -68,6 +69,15 @@ pub enum DlqCommand {
         queue: QueueKind,
         #[command(flatten)]
         limit: OptionalLimit,
+        #[command(flatten)]
+        filter: Filter,
+        /// Say what would be replayed; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replay permanent failures too (invalid_json, missing_field, ...):
+        /// they fail again unless their cause was fixed.
+        #[arg(long)]
+        include_permanent: bool,
     },
 }
 
@@ -126,9 +136,48 @@ impl DlqCommand {
                 println!("deleted {} message(s) from {dlq}", gone.len());
                 Ok(())
             }
-            DlqCommand::Replay { queue, limit } => {
+            DlqCommand::Replay {
+                queue,
+                limit,
+                filter,
+                dry_run,
+                include_permanent,
+            } => {
                 let q = settings.queues.get(queue);
-                replay_with_progress(settings, &q.dlq_name(), &q.name, limit.limit).await
+                let all = dlq_tools::scan(settings, &q.dlq_name()).await?;
+                let selected: Vec<&Entry> = all.iter().filter(|e| filter.matches(e)).collect();
+                let permanent = dlq_tools::summarize(
+                    &selected
+                        .iter()
+                        .filter(|e| e.reason.as_deref().is_some_and(is_permanent))
+                        .map(|e| (*e).clone())
+                        .collect::<Vec<_>>(),
+                );
+                if dry_run {
+                    println!(
+                        "would replay {} of the {} message(s) in {} to {} (of which permanent failures: {})",
+                        limit
+                            .limit
+                            .map_or(selected.len(), |l| l.min(selected.len())),
+                        all.len(),
+                        q.dlq_name(),
+                        q.name,
+                        permanent.values().map(|s| s.count).sum::<usize>()
+                    );
+                    return Ok(());
+                }
+                if !permanent.is_empty() && !include_permanent {
+                    let reasons: Vec<String> = permanent
+                        .iter()
+                        .map(|(r, s)| format!("{r} {}", s.count))
+                        .collect();
+                    anyhow::bail!(
+                        "{} selected dead letter(s) failed permanently ({}): replayed, they fail again unless their cause was fixed. Add --include-permanent to replay them anyway, or select with --reason retries_exhausted; nothing was replayed",
+                        permanent.values().map(|s| s.count).sum::<usize>(),
+                        reasons.join(", ")
+                    );
+                }
+                replay_with_progress(settings, &q.dlq_name(), &q.name, limit.limit, &filter).await
             }
         }
     }
@@ -142,7 +191,9 @@ impl ParkedCommand {
                 print_list(settings, &q.unattributed_name(), limit.limit).await
             }
             ParkedCommand::Replay { limit } => {
-                replay_with_progress(settings, &q.unattributed_name(), &q.name, limit.limit).await
+                let all = Filter::default();
+                replay_with_progress(settings, &q.unattributed_name(), &q.name, limit.limit, &all)
+                    .await
             }
         }
     }
@@ -183,11 +234,20 @@ async fn print_list(settings: &Settings, queue: &str, limit: usize) -> anyhow::R
     Ok(())
 }
 
+/// A reason retrying cannot fix by itself.
+fn is_permanent(reason: &str) -> bool {
+    !matches!(
+        reason,
+        "retries_exhausted" | "transient" | "unattributed" | "-"
+    )
+}
+
 async fn replay_with_progress(
     settings: &Settings,
     from: &str,
     to: &str,
     limit: Option<usize>,
+    filter: &Filter,
 ) -> anyhow::Result<()> {
     // Drawn only when stderr is a terminal.
     let bar = indicatif::ProgressBar::new(0);
@@ -200,7 +260,7 @@ async fn replay_with_progress(
         bar.set_length(total);
         bar.set_position(done);
     };
-    let moved = replay(settings, from, to, limit, &progress).await;
+    let moved = replay(settings, from, to, limit, filter, &progress).await;
     bar.finish_and_clear();
     let moved = moved?;
     println!("replayed {moved} message(s) from {from} to {to}");
@@ -218,6 +278,8 @@ pub struct Entry {
     pub first_failed_at: Option<String>,
     pub failed_at: Option<String>,
     pub original_queue: Option<String>,
+    /// Earlier lives of a replayed message: replays, attempts, first failure.
+    pub history: Option<String>,
     /// The body with its phone numbers masked (ids and times stay readable).
     pub body: String,
 }
@@ -232,6 +294,9 @@ impl std::fmt::Display for Entry {
         writeln!(f, "first failure: {}", v(&self.first_failed_at))?;
         writeln!(f, "last failure:  {}", v(&self.failed_at))?;
         writeln!(f, "from queue:    {}", v(&self.original_queue))?;
+        if let Some(h) = &self.history {
+            writeln!(f, "history:       {h}")?;
+        }
         write!(f, "body:          {}", self.body)
     }
 }
@@ -256,6 +321,13 @@ pub(super) fn entry(props: &BasicProperties, body: &[u8]) -> Entry {
         first_failed_at: header(props, FIRST_FAILED_AT_HEADER),
         failed_at: header(props, FAILED_AT_HEADER),
         original_queue: header(props, ORIGINAL_QUEUE_HEADER),
+        history: header(props, REPLAY_COUNT_HEADER).map(|n| {
+            format!(
+                "replayed {n} time(s); {} attempt(s) before; first failure {}",
+                header(props, HISTORY_ATTEMPTS_HEADER).unwrap_or_else(|| "0".into()),
+                header(props, HISTORY_FIRST_FAILED_AT_HEADER).unwrap_or_else(|| "-".into())
+            )
+        }),
         body: phone::mask_phones_in(&String::from_utf8_lossy(body)),
     }
 }
@@ -322,6 +394,30 @@ pub fn replay_properties(props: &BasicProperties, from: &str) -> BasicProperties
             }
         }
     }
+    // The message's history, kept for the operator (the live retry headers
+    // go: the replayed message gets its full attempts again).
+    let first = header(props, HISTORY_FIRST_FAILED_AT_HEADER)
+        .or_else(|| header(props, FIRST_FAILED_AT_HEADER));
+    let count = |name: &str| {
+        header(props, name)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let attempts = count(HISTORY_ATTEMPTS_HEADER) + count(ATTEMPTS_HEADER);
+    if let Some(first) = first {
+        headers.insert(
+            HISTORY_FIRST_FAILED_AT_HEADER.into(),
+            AMQPValue::LongString(first.as_str().into()),
+        );
+    }
+    headers.insert(
+        HISTORY_ATTEMPTS_HEADER.into(),
+        AMQPValue::LongLongInt(attempts),
+    );
+    headers.insert(
+        REPLAY_COUNT_HEADER.into(),
+        AMQPValue::LongLongInt(count(REPLAY_COUNT_HEADER) + 1),
+    );
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     headers.insert(
         REPLAYED_FROM_HEADER.into(),
@@ -341,6 +437,7 @@ pub async fn replay(
     from: &str,
     to: &str,
     limit: Option<usize>,
+    filter: &Filter,
     progress: &dyn Fn(u64, u64),
 ) -> anyhow::Result<usize> {
     let conn = amqp::connect(settings, &amqp::connection_name(Some("dlq-replay"))).await?;
@@ -351,7 +448,13 @@ pub async fn replay(
     let publisher = Publisher::new(conn.create_channel().await?).await?;
     let mut moved = 0;
     progress(0, total as u64);
-    while moved < total {
+    // At most the messages present at the start: one that fails again and
+    // comes back is not replayed in a loop. Those the filter leaves go back
+    // when the channel closes.
+    for _ in 0..present {
+        if moved >= total {
+            break;
+        }
         let Some(m) = channel
             .basic_get(from.into(), BasicGetOptions { no_ack: false })
             .await?
@@ -359,6 +462,9 @@ pub async fn replay(
             break;
         };
         let d = m.delivery;
+        if !filter.matches(&entry(&d.properties, &d.data)) {
+            continue;
+        }
         publisher
             .publish("", to, &d.data, replay_properties(&d.properties, from))
             .await
@@ -373,6 +479,7 @@ pub async fn replay(
         moved += 1;
         progress(moved as u64, total as u64);
     }
+    let _ = channel.close(200, "replayed".into()).await;
     let _ = conn.close(200, "replayed".into()).await;
     Ok(moved)
 }

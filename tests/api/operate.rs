@@ -290,6 +290,7 @@ async fn parked_record_replays_once_its_binding_exists() {
         &parked,
         &app.queue(QueueKind::CallRecord),
         None,
+        &ops::dlq_tools::Filter::default(),
         &progress,
     )
     .await
@@ -648,4 +649,97 @@ async fn dlq_summary_filters_and_purge() {
         Some("m-1"),
         "the unselected one stays, untouched"
     );
+}
+
+/// `dlq replay`: --dry-run moves nothing; permanent failures are refused
+/// unless --include-permanent; a filter selects; a replayed message keeps its
+/// history (first failure, attempts so far, replays) and gets its attempts
+/// afresh.
+#[tokio::test]
+async fn dlq_replay_dry_run_permanent_guard_filter_and_history() {
+    let id = unique_id();
+    let mut app = TestApp::connect(id.clone(), test_settings(&id))
+        .await
+        .start()
+        .await;
+    app.stop().await.unwrap(); // nobody consumes: replayed messages stay to be read
+    let dlq = app.dlq(QueueKind::Blacklist);
+    let input = app.queue(QueueKind::Blacklist);
+    for (mid, reason) in [("p-1", "invalid_json"), ("t-1", "retries_exhausted")] {
+        let mut h = lapin::types::FieldTable::default();
+        let text = |s: &str| lapin::types::AMQPValue::LongString(s.into());
+        h.insert("axn-reason".into(), text(reason));
+        h.insert(
+            "axn-attempts".into(),
+            lapin::types::AMQPValue::LongLongInt(3),
+        );
+        h.insert("axn-first-failed-at".into(), text("2026-11-20T00:00:00Z"));
+        h.insert("axn-failed-at".into(), text("2026-11-20T00:05:00Z"));
+        app.publish_to(
+            &dlq,
+            b"{}",
+            lapin::BasicProperties::default()
+                .with_message_id(mid.into())
+                .with_headers(h),
+        )
+        .await;
+    }
+    let env = crate::helpers::env_for(&app.settings);
+    let cli = |args: &[&str]| {
+        let (env, args) = (
+            env.clone(),
+            args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+        async move {
+            tokio::process::Command::new(BIN)
+                .args(["--config", CONFIG, "dlq", "replay", "blacklist"])
+                .args(&args)
+                .envs(env)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let dry = cli(&["--dry-run"]).await;
+    assert!(dry.status.success());
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains("would replay 2 of the 2 message(s)"),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
+    let refused = cli(&[]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("failed permanently (invalid_json 1)")
+    );
+    assert_eq!(app.queue_len(&dlq).await, 2, "nothing moved");
+    let some = cli(&["--reason", "retries_exhausted"]).await;
+    assert!(
+        some.status.success(),
+        "{}",
+        String::from_utf8_lossy(&some.stderr)
+    );
+    assert_eq!(app.queue_len(&dlq).await, 1);
+    let replayed = app.take(&input).await;
+    assert_eq!(
+        replayed
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str()),
+        Some("t-1")
+    );
+    assert_eq!(header(&replayed, "axn-attempts"), None, "attempts afresh");
+    assert_eq!(
+        header(&replayed, "axn-history-attempts").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        header(&replayed, "axn-history-first-failed-at").as_deref(),
+        Some("2026-11-20T00:00:00Z")
+    );
+    assert_eq!(header(&replayed, "axn-replay-count").as_deref(), Some("1"));
+    let all = cli(&["--include-permanent"]).await;
+    assert!(all.status.success());
+    assert_eq!(app.queue_len(&dlq).await, 0);
 }
