@@ -5,7 +5,6 @@ pub mod check_config;
 pub mod definitions;
 pub mod demo;
 pub mod dlq;
-pub mod dlq_tools;
 pub mod health;
 pub mod namespace;
 pub mod pool;

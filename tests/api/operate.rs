@@ -290,7 +290,7 @@ async fn parked_record_replays_once_its_binding_exists() {
         &parked,
         &app.queue(QueueKind::CallRecord),
         None,
-        &ops::dlq_tools::Filter::default(),
+        &ops::dlq::Filter::default(),
         &progress,
     )
     .await

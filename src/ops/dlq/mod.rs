@@ -16,7 +16,9 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
-use super::dlq_tools::{self, Filter};
+mod cli;
+mod tools;
+
 use crate::{
     amqp::{
         self,
@@ -28,244 +30,11 @@ use crate::{
         },
         publisher::Publisher,
     },
-    config::{QueueKind, Settings},
+    config::Settings,
     phone,
 };
-
-/// `dlq` subcommands.
-#[derive(clap::Subcommand)]
-pub enum DlqCommand {
-    /// Show the dead letters: the total and a summary by reason (count,
-    /// first and last failure), then the messages the filter selects (message
-    /// id, reason, attempts, failures, body with phone numbers masked),
-    /// without consuming them.
-    List {
-        /// xb_unbind, blacklist, phone_history or call_record.
-        #[arg(value_parser = QueueKind::parse_key)]
-        queue: QueueKind,
-        #[command(flatten)]
-        limit: Limit,
-        #[command(flatten)]
-        filter: Filter,
-    },
-    /// Delete the dead letters the filter selects (all without one). Shows
-    /// what it would delete and deletes nothing unless --yes is given.
-    Purge {
-        /// xb_unbind, blacklist, phone_history or call_record.
-        #[arg(value_parser = QueueKind::parse_key)]
-        queue: QueueKind,
-        #[command(flatten)]
-        filter: Filter,
-        /// Really delete them.
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Move dead-lettered messages back to their input queue, each acked on the
-    /// dead-letter queue only after the broker confirmed the republish. Moves
-    /// at most the messages present when it starts.
-    Replay {
-        /// xb_unbind, blacklist, phone_history or call_record.
-        #[arg(value_parser = QueueKind::parse_key)]
-        queue: QueueKind,
-        #[command(flatten)]
-        limit: OptionalLimit,
-        #[command(flatten)]
-        filter: Filter,
-        /// Say what would be replayed; move nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Replay permanent failures too (invalid_json, missing_field, ...):
-        /// they fail again unless their cause was fixed.
-        #[arg(long)]
-        include_permanent: bool,
-    },
-}
-
-/// `parked` subcommands.
-#[derive(clap::Subcommand)]
-pub enum ParkedCommand {
-    /// Show parked call records without consuming them.
-    List {
-        #[command(flatten)]
-        limit: Limit,
-    },
-    /// Move parked call records back to the call-record queue (for instance
-    /// once their bindings exist), each acked only after a confirmed republish.
-    Replay {
-        #[command(flatten)]
-        limit: OptionalLimit,
-    },
-}
-
-#[derive(clap::Args)]
-pub struct Limit {
-    /// Show at most this many messages.
-    #[arg(long, short = 'n', default_value_t = 20)]
-    limit: usize,
-}
-
-#[derive(clap::Args)]
-pub struct OptionalLimit {
-    /// Move at most this many messages (default: all present at the start).
-    #[arg(long, short = 'n')]
-    limit: Option<usize>,
-}
-
-impl DlqCommand {
-    pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
-        match self {
-            DlqCommand::List {
-                queue,
-                limit,
-                filter,
-            } => {
-                let dlq = settings.queues.get(queue).dlq_name();
-                print_summary(settings, &dlq, limit.limit, &filter).await
-            }
-            DlqCommand::Purge { queue, filter, yes } => {
-                let dlq = settings.queues.get(queue).dlq_name();
-                if !yes {
-                    let all = dlq_tools::scan(settings, &dlq).await?;
-                    let n = all.iter().filter(|e| filter.matches(e)).count();
-                    anyhow::bail!(
-                        "{n} of the {} message(s) in {dlq} match: nothing deleted; run again with --yes to delete them",
-                        all.len()
-                    );
-                }
-                let gone = dlq_tools::purge(settings, &dlq, &filter).await?;
-                println!("deleted {} message(s) from {dlq}", gone.len());
-                Ok(())
-            }
-            DlqCommand::Replay {
-                queue,
-                limit,
-                filter,
-                dry_run,
-                include_permanent,
-            } => {
-                let q = settings.queues.get(queue);
-                let all = dlq_tools::scan(settings, &q.dlq_name()).await?;
-                let selected: Vec<&Entry> = all.iter().filter(|e| filter.matches(e)).collect();
-                let permanent = dlq_tools::summarize(
-                    &selected
-                        .iter()
-                        .filter(|e| e.reason.as_deref().is_some_and(is_permanent))
-                        .map(|e| (*e).clone())
-                        .collect::<Vec<_>>(),
-                );
-                if dry_run {
-                    println!(
-                        "would replay {} of the {} message(s) in {} to {} (of which permanent failures: {})",
-                        limit
-                            .limit
-                            .map_or(selected.len(), |l| l.min(selected.len())),
-                        all.len(),
-                        q.dlq_name(),
-                        q.name,
-                        permanent.values().map(|s| s.count).sum::<usize>()
-                    );
-                    return Ok(());
-                }
-                if !permanent.is_empty() && !include_permanent {
-                    let reasons: Vec<String> = permanent
-                        .iter()
-                        .map(|(r, s)| format!("{r} {}", s.count))
-                        .collect();
-                    anyhow::bail!(
-                        "{} selected dead letter(s) failed permanently ({}): replayed, they fail again unless their cause was fixed. Add --include-permanent to replay them anyway, or select with --reason retries_exhausted; nothing was replayed",
-                        permanent.values().map(|s| s.count).sum::<usize>(),
-                        reasons.join(", ")
-                    );
-                }
-                replay_with_progress(settings, &q.dlq_name(), &q.name, limit.limit, &filter).await
-            }
-        }
-    }
-}
-
-impl ParkedCommand {
-    pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
-        let q = &settings.queues.call_record;
-        match self {
-            ParkedCommand::List { limit } => {
-                print_list(settings, &q.unattributed_name(), limit.limit).await
-            }
-            ParkedCommand::Replay { limit } => {
-                let all = Filter::default();
-                replay_with_progress(settings, &q.unattributed_name(), &q.name, limit.limit, &all)
-                    .await
-            }
-        }
-    }
-}
-
-async fn print_summary(
-    settings: &Settings,
-    queue: &str,
-    limit: usize,
-    filter: &Filter,
-) -> anyhow::Result<()> {
-    let all = dlq_tools::scan(settings, queue).await?;
-    println!("{queue}: {} message(s)", all.len());
-    for (reason, s) in dlq_tools::summarize(&all) {
-        println!(
-            "  {reason}: {} (first {}, last {})",
-            s.count, s.first, s.last
-        );
-    }
-    let selected: Vec<&Entry> = all.iter().filter(|e| filter.matches(e)).collect();
-    for (i, e) in selected.iter().take(limit).enumerate() {
-        println!("--- {queue} #{}\n{e}", i + 1);
-    }
-    if selected.len() > limit {
-        println!("... {} more (-n to show more)", selected.len() - limit);
-    }
-    Ok(())
-}
-
-async fn print_list(settings: &Settings, queue: &str, limit: usize) -> anyhow::Result<()> {
-    let entries = list(settings, queue, limit).await?;
-    if entries.is_empty() {
-        println!("{queue} is empty");
-    }
-    for (i, e) in entries.iter().enumerate() {
-        println!("--- {queue} #{}\n{e}", i + 1);
-    }
-    Ok(())
-}
-
-/// A reason retrying cannot fix by itself.
-fn is_permanent(reason: &str) -> bool {
-    !matches!(
-        reason,
-        "retries_exhausted" | "transient" | "unattributed" | "-"
-    )
-}
-
-async fn replay_with_progress(
-    settings: &Settings,
-    from: &str,
-    to: &str,
-    limit: Option<usize>,
-    filter: &Filter,
-) -> anyhow::Result<()> {
-    // Drawn only when stderr is a terminal.
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("{from} -> {to}"));
-    let progress = |done: u64, total: u64| {
-        bar.set_length(total);
-        bar.set_position(done);
-    };
-    let moved = replay(settings, from, to, limit, filter, &progress).await;
-    bar.finish_and_clear();
-    let moved = moved?;
-    println!("replayed {moved} message(s) from {from} to {to}");
-    Ok(())
-}
+pub use cli::{DlqCommand, ParkedCommand};
+pub use tools::{Filter, ReasonSummary, SCAN_MAX, purge, scan, summarize};
 
 /// A dead-lettered (or parked) message as an operator sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -312,7 +81,7 @@ pub fn header(props: &BasicProperties, name: &str) -> Option<String> {
     }
 }
 
-pub(super) fn entry(props: &BasicProperties, body: &[u8]) -> Entry {
+pub(crate) fn entry(props: &BasicProperties, body: &[u8]) -> Entry {
     Entry {
         message_id: props.message_id().as_ref().map(|m| m.as_str().to_owned()),
         reason: header(props, REASON_HEADER),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 
-use super::dlq::{Entry, depth, entry};
+use super::{Entry, depth, entry};
 use crate::{amqp, config::Settings};
 
 /// The most messages one listing or purge reads.
