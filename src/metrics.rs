@@ -409,33 +409,6 @@ impl Metrics {
     }
 }
 
-/// OpenMetrics text as the Prometheus text format 0.0.4: a counter family
-/// `x` (samples `x_total`) gets `# HELP x_total` and `# TYPE x_total counter`;
-/// `# UNIT` and `# EOF` lines are dropped; samples are unchanged.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
-            let rest = line.strip_prefix(p)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(name)
-                .then(|| format!("{p}{name}_total {tail}"))
-        });
-        out.push_str(renamed.as_deref().unwrap_or(line));
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,7 +436,7 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
-        let plain = to_prometheus_text(&text);
+        let plain = crate::http::to_prometheus_text(&text);
         assert!(plain.contains("# TYPE axn_messages_received_total counter"));
         assert!(plain.contains("# HELP axn_messages_received_total Deliveries taken"));
         assert!(plain.contains("# TYPE axn_handler_duration_seconds histogram"));

@@ -7,7 +7,10 @@
 //! key name is an error at start-up instead of a silently ignored setting.
 
 mod platform;
+mod secret;
 mod validate;
+
+pub use secret::Secret;
 
 pub use platform::{AliyunSettings, CarrierKind, PlatformSettings, Role, SimulatedSettings};
 
@@ -211,57 +214,6 @@ impl RedisUrl {
     }
 }
 
-/// A string that must never reach a log or a printed config: its `Debug` and
-/// its serialized form are `"***"` (or `""` when empty, so that "not set" is
-/// still visible).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    /// What may be shown: a URL with its password replaced by `***` (the
-    /// scheme, user, host, port and path stay, so an operator can see where
-    /// it points); any other secret as `***`.
-    fn redacted(&self) -> String {
-        if self.0.is_empty() {
-            return String::new();
-        }
-        if let Some((scheme, rest)) = self.0.split_once("://") {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            return match authority.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-                    if userinfo.contains(':') {
-                        format!("{scheme}://{user}:***@{host}{path}")
-                    } else {
-                        format!("{scheme}://***@{host}{path}")
-                    }
-                }
-                None => self.0.clone(),
-            };
-        }
-        "***".to_owned()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.redacted())
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.redacted())
-    }
-}
-
 /// The four input queues. The key names the queue in config, metrics, logs
 /// and the operator commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -328,43 +280,6 @@ impl QueuesSettings {
     }
 }
 
-/// A figment error as the user wrote the key, said once: the environment
-/// variable (`AXN__QUEUES__XB_UNBIND__CONCURRENCY: ...`) or the TOML table and
-/// key with its file (`[queues.xb_unbind] concurrency in /etc/x.toml: ...`),
-/// never the library's internal path (`default.queues...`).
-fn describe(e: &figment::Error) -> String {
-    let mut out = Vec::new();
-    for e in e.clone() {
-        let path: Vec<&str> = e
-            .path
-            .iter()
-            .map(String::as_str)
-            .skip_while(|p| p.eq_ignore_ascii_case("default"))
-            .collect();
-        let from_env = e
-            .metadata
-            .as_ref()
-            .is_some_and(|m| m.name.contains("environment"));
-        let key = if from_env {
-            format!("AXN__{}", path.join("__").to_uppercase())
-        } else {
-            let file = e
-                .metadata
-                .as_ref()
-                .and_then(|m| m.source.as_ref())
-                .map(|s| format!(" in {s}"))
-                .unwrap_or_default();
-            match path.split_last() {
-                Some((key, [])) => format!("{key}{file}"),
-                Some((key, table)) => format!("[{}] {key}{file}", table.join(".")),
-                None => format!("the configuration{file}"),
-            }
-        };
-        out.push(format!("{key}: {}", e.kind));
-    }
-    out.join("; ")
-}
-
 impl Settings {
     /// Defaults, then `path` (which must exist), then the environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -393,7 +308,7 @@ impl Settings {
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
         let settings: Settings = figment
             .extract()
-            .map_err(|e| ConfigError::Parse(describe(&e)))?;
+            .map_err(|e| ConfigError::Parse(validate::describe(&e)))?;
         settings.validate()?;
         Ok(settings)
     }

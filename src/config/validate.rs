@@ -1,5 +1,5 @@
 //! What the types of the settings cannot say: ranges, and names that must
-//! differ. Runs before anything connects.
+//! differ. Runs before anything connects. And the words of a load error.
 
 use std::collections::HashSet;
 
@@ -95,4 +95,41 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// A figment error as the user wrote the key, said once: the environment
+/// variable (`AXN__QUEUES__XB_UNBIND__CONCURRENCY: ...`) or the TOML table and
+/// key with its file (`[queues.xb_unbind] concurrency in /etc/x.toml: ...`),
+/// never the library's internal path (`default.queues...`).
+pub(super) fn describe(e: &figment::Error) -> String {
+    let mut out = Vec::new();
+    for e in e.clone() {
+        let path: Vec<&str> = e
+            .path
+            .iter()
+            .map(String::as_str)
+            .skip_while(|p| p.eq_ignore_ascii_case("default"))
+            .collect();
+        let from_env = e
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.name.contains("environment"));
+        let key = if from_env {
+            format!("AXN__{}", path.join("__").to_uppercase())
+        } else {
+            let file = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map(|s| format!(" in {s}"))
+                .unwrap_or_default();
+            match path.split_last() {
+                Some((key, [])) => format!("{key}{file}"),
+                Some((key, table)) => format!("[{}] {key}{file}", table.join(".")),
+                None => format!("the configuration{file}"),
+            }
+        };
+        out.push(format!("{key}: {}", e.kind));
+    }
+    out.join("; ")
 }

@@ -152,9 +152,36 @@ async fn metrics(
                 axum::http::header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            crate::metrics::to_prometheus_text(&text),
+            to_prometheus_text(&text),
         )
     }
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter family
+/// `x` (samples `x_total`) gets `# HELP x_total` and `# TYPE x_total counter`;
+/// `# UNIT` and `# EOF` lines are dropped; samples are unchanged.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
