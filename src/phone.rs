@@ -84,54 +84,17 @@ impl fmt::Debug for Masked<'_> {
 /// `139 1111 2222`), as the normalizer accepts it; its separators stay and
 /// its middle digits become `*`. A date written `YYYY-MM-DD` is not a number.
 pub fn mask_digits_in(text: &str) -> String {
+    mask_runs(text, true, |digits| digits.len() >= 7)
+}
+
+/// Rewrites each run of digits of `text` (single spaces or dashes allowed
+/// between digits) for which `mask` holds, given the run's digits; a date
+/// `YYYY-MM-DD` is left as it is when `skip_dates`. A run starts at a digit
+/// that follows no digit.
+fn mask_runs(text: &str, skip_dates: bool, mask: impl Fn(&str) -> bool) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut copied = 0; // text[..copied] is in `out`
-    let mut i = 0;
-    while i < b.len() {
-        if !b[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        let (mut end, mut digits) = (i, 0);
-        let mut j = i;
-        while j < b.len() {
-            if b[j].is_ascii_digit() {
-                digits += 1;
-                j += 1;
-                end = j;
-            } else if (b[j] == b' ' || b[j] == b'-') && b.get(j + 1).is_some_and(u8::is_ascii_digit)
-            {
-                j += 1;
-            } else {
-                break;
-            }
-        }
-        if is_date(&b[start..end]) {
-            i = start + 10;
-            continue;
-        }
-        if digits >= 7 {
-            out.push_str(&text[copied..start]);
-            out.push_str(&mask_number(&text[start..end], digits));
-            copied = end;
-        }
-        i = end;
-    }
-    out.push_str(&text[copied..]);
-    out
-}
-
-/// Masks the phone numbers in text shown to an operator (a dead letter's
-/// body in a listing): a run of digits (single spaces or dashes allowed
-/// between them) that is a mainland mobile, bare or after 86 / 0086. Other
-/// runs (subIds, callIds, epoch seconds, dates) stay readable. Logs use
-/// [`mask_digits_in`], which masks every run of 7 or more digits.
-pub fn mask_phones_in(text: &str) -> String {
-    let b = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut copied = 0;
     let mut i = 0;
     while i < b.len() {
         if !b[i].is_ascii_digit() || (i > 0 && b[i - 1].is_ascii_digit()) {
@@ -151,16 +114,15 @@ pub fn mask_phones_in(text: &str) -> String {
                 break;
             }
         }
+        if skip_dates && is_date(&b[start..end]) {
+            i = start + 10;
+            continue;
+        }
         let digits: String = text[start..end]
             .chars()
             .filter(char::is_ascii_digit)
             .collect();
-        let mobile = ["", "86", "0086"].iter().any(|p| {
-            digits
-                .strip_prefix(p)
-                .is_some_and(|rest| rest.len() == 11 && rest.starts_with('1'))
-        });
-        if mobile {
+        if mask(&digits) {
             out.push_str(&text[copied..start]);
             out.push_str(&mask_number(&text[start..end], digits.len()));
             copied = end;
@@ -169,6 +131,21 @@ pub fn mask_phones_in(text: &str) -> String {
     }
     out.push_str(&text[copied..]);
     out
+}
+
+/// Masks the phone numbers in text shown to an operator (a dead letter's
+/// body in a listing): a run of digits (single spaces or dashes allowed
+/// between them) that is a mainland mobile, bare or after 86 / 0086. Other
+/// runs (subIds, callIds, epoch seconds, dates) stay readable. Logs use
+/// [`mask_digits_in`], which masks every run of 7 or more digits.
+pub fn mask_phones_in(text: &str) -> String {
+    mask_runs(text, false, |digits| {
+        ["", "86", "0086"].iter().any(|p| {
+            digits
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.len() == 11 && rest.starts_with('1'))
+        })
+    })
 }
 
 /// `YYYY-MM-DD` at the start of `run`.

@@ -434,6 +434,18 @@ pub fn env_for(s: &Settings) -> Vec<(String, String)> {
     axn_worker::ops::namespace::env(s)
 }
 
+/// Runs `axn-worker <args>` (an operator command) with the shipped config
+/// turned into `settings` by the environment, and waits for it.
+pub async fn run_cli(settings: &Settings, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(BIN)
+        .args(["--config", CONFIG])
+        .args(args)
+        .envs(env_for(settings))
+        .output()
+        .await
+        .expect("the axn-worker binary runs")
+}
+
 /// The real `axn-worker run` as a child process under `settings`, ready.
 pub struct WorkerProcess {
     pub child: tokio::process::Child,

@@ -599,20 +599,12 @@ async fn dlq_summary_filters_and_purge() {
         app.queue_len(&dlq).await == 3
     })
     .await;
-    let env = crate::helpers::env_for(&app.settings);
     let cli = |args: &[&str]| {
-        let (env, args) = (
-            env.clone(),
-            args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        );
+        let args: Vec<String> = ["dlq"].iter().chain(args).map(|s| s.to_string()).collect();
+        let settings = app.settings.clone();
         async move {
-            tokio::process::Command::new(BIN)
-                .args(["--config", CONFIG, "dlq"])
-                .args(&args)
-                .envs(env)
-                .output()
-                .await
-                .unwrap()
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::helpers::run_cli(&settings, &args).await
         }
     };
     let out = cli(&["list", "blacklist"]).await;
@@ -684,20 +676,16 @@ async fn dlq_replay_dry_run_permanent_guard_filter_and_history() {
         )
         .await;
     }
-    let env = crate::helpers::env_for(&app.settings);
     let cli = |args: &[&str]| {
-        let (env, args) = (
-            env.clone(),
-            args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        );
+        let args: Vec<String> = ["dlq", "replay", "blacklist"]
+            .iter()
+            .chain(args)
+            .map(|s| s.to_string())
+            .collect();
+        let settings = app.settings.clone();
         async move {
-            tokio::process::Command::new(BIN)
-                .args(["--config", CONFIG, "dlq", "replay", "blacklist"])
-                .args(&args)
-                .envs(env)
-                .output()
-                .await
-                .unwrap()
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::helpers::run_cli(&settings, &args).await
         }
     };
     let dry = cli(&["--dry-run"]).await;
