@@ -56,6 +56,9 @@ enum Command {
     /// Dead-lettered messages of an input queue (<queue>.dlq).
     #[command(subcommand)]
     Dlq(ops::dlq::DlqCommand),
+    /// Messages waiting in an input queue's retry queues.
+    #[command(subcommand)]
+    Retries(ops::dlq::RetriesCommand),
     /// Call records that matched no XB binding (<call_record queue>.unattributed).
     #[command(subcommand)]
     Parked(ops::dlq::ParkedCommand),
@@ -92,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Health(args) => rt.block_on(args.run(&settings)),
         Command::Dlq(c) => rt.block_on(c.run(&settings)),
         Command::Parked(c) => rt.block_on(c.run(&settings)),
+        Command::Retries(c) => rt.block_on(c.run(&settings)),
         Command::Pool(c) => rt.block_on(c.run(&settings)),
         Command::Simulate(c) => rt.block_on(c.run(&settings)),
         Command::Definitions(args) => args.run(&settings),

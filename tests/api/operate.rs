@@ -731,3 +731,26 @@ async fn dlq_replay_dry_run_permanent_guard_filter_and_history() {
     assert!(all.status.success());
     assert_eq!(app.queue_len(&dlq).await, 0);
 }
+
+/// `retries list`: what waits in the retry queues, why, and when it is due.
+#[tokio::test]
+async fn retries_list_shows_what_waits_and_when() {
+    let app =
+        crate::helpers::spawn_app_with(|s| s.queues.blacklist.retry_delays_ms = vec![60_000]).await;
+    app.park_in_retry(81, 60_000).await;
+    let out = crate::helpers::run_cli(&app.settings, &["retries", "list", "blacklist"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(".retry.60000ms: 1 message(s), each back after 60000 ms"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  due 20") && text.contains("attempts 1  transient: redis:"),
+        "{text}"
+    );
+}

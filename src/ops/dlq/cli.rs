@@ -56,6 +56,58 @@ pub enum DlqCommand {
     },
 }
 
+/// `retries` subcommands.
+#[derive(clap::Subcommand)]
+pub enum RetriesCommand {
+    /// What waits in the queue's retry queues: per retry queue the count,
+    /// then each message's reason, error, attempts and when it is due back.
+    List {
+        /// xb_unbind, blacklist, phone_history or call_record.
+        #[arg(value_parser = QueueKind::parse_key)]
+        queue: QueueKind,
+        #[command(flatten)]
+        limit: Limit,
+    },
+}
+
+impl RetriesCommand {
+    pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
+        let RetriesCommand::List { queue, limit } = self;
+        let q = settings.queues.get(queue);
+        let mut delays = q.retry_delays_ms.clone();
+        delays.sort_unstable();
+        delays.dedup();
+        for delay in delays {
+            let name = q.retry_queue_name(delay);
+            let waiting = tools::scan(settings, &name).await?;
+            println!(
+                "{name}: {} message(s), each back after {delay} ms",
+                waiting.len()
+            );
+            for e in waiting.iter().take(limit.limit) {
+                let due = e
+                    .failed_at
+                    .as_deref()
+                    .and_then(|t| humantime::parse_rfc3339(t).ok())
+                    .map(|t| {
+                        humantime::format_rfc3339_seconds(
+                            t + std::time::Duration::from_millis(delay),
+                        )
+                        .to_string()
+                    })
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "  due {due}  attempts {}  {}: {}",
+                    e.attempts.as_deref().unwrap_or("-"),
+                    e.reason.as_deref().unwrap_or("-"),
+                    e.error.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `parked` subcommands.
 #[derive(clap::Subcommand)]
 pub enum ParkedCommand {

@@ -33,7 +33,7 @@ use crate::{
     config::Settings,
     phone,
 };
-pub use cli::{DlqCommand, ParkedCommand};
+pub use cli::{DlqCommand, ParkedCommand, RetriesCommand};
 pub use tools::{Filter, ReasonSummary, SCAN_MAX, purge, scan, summarize};
 
 /// A dead-lettered (or parked) message as an operator sees it.
