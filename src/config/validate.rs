@@ -121,7 +121,12 @@ pub(super) fn describe(e: &figment::Error) -> String {
                 .metadata
                 .as_ref()
                 .and_then(|m| m.source.as_ref())
-                .map(|s| format!(" in {s}"))
+                .map(|s| match s {
+                    // As given (figment shows it relative to the working
+                    // directory, which is not where the user looks).
+                    figment::Source::File(path) => format!(" in {}", path.display()),
+                    other => format!(" in {other}"),
+                })
                 .unwrap_or_default();
             match path.split_last() {
                 Some((key, [])) => format!("{key}{file}"),
