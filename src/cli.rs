@@ -83,7 +83,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         )
     })?;
     let command = cli.command.unwrap_or(Command::Run);
-    if matches!(command, Command::Run | Command::Demo(_)) {
+    // The worker logs; so do the dead-letter tools (the audit line of an
+    // unmasked export).
+    if matches!(command, Command::Run | Command::Demo(_) | Command::Dlq(_)) {
         telemetry::init(&settings.log);
     }
     let rt = runtime()?;

@@ -47,6 +47,7 @@ pub struct Settings {
     pub queues: QueuesSettings,
     pub publish: PublishSettings,
     pub mapping: MappingSettings,
+    pub operations: OperationsSettings,
     pub platform: PlatformSettings,
 }
 
@@ -179,6 +180,14 @@ pub struct MappingSettings {
     pub password: Secret,
     pub max_batch: usize,
     pub max_body_bytes: usize,
+}
+
+/// `[operations]`: what the operator commands may do.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationsSettings {
+    /// Allows `dlq export --unmasked` (raw bodies, numbers in full, to a file).
+    pub allow_unmasked_export: bool,
 }
 
 /// `[redis] url`: one Redis, or the seed nodes of a Redis Cluster.

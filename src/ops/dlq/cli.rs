@@ -23,6 +23,23 @@ pub enum DlqCommand {
         #[command(flatten)]
         filter: Filter,
     },
+    /// Write the dead letters the filter selects to FILE, one JSON body per
+    /// line, raw (numbers in full): `publish <queue-key> FILE` sends them
+    /// back after editing. Needs --unmasked and `[operations]
+    /// allow_unmasked_export`; each export is logged (queue, count). The
+    /// messages stay in the dead-letter queue.
+    Export {
+        /// xb_unbind, blacklist, phone_history or call_record.
+        #[arg(value_parser = QueueKind::parse_key)]
+        queue: QueueKind,
+        /// The file to write (created, not overwritten).
+        file: std::path::PathBuf,
+        /// Acknowledge that the file holds phone numbers in full.
+        #[arg(long)]
+        unmasked: bool,
+        #[command(flatten)]
+        filter: Filter,
+    },
     /// Delete the dead letters the filter selects (all without one). Shows
     /// what it would delete and deletes nothing unless --yes is given.
     Purge {
@@ -148,6 +165,40 @@ impl DlqCommand {
             } => {
                 let dlq = settings.queues.get(queue).dlq_name();
                 print_summary(settings, &dlq, limit.limit, &filter).await
+            }
+            DlqCommand::Export {
+                queue,
+                file,
+                unmasked,
+                filter,
+            } => {
+                anyhow::ensure!(
+                    unmasked,
+                    "an export holds phone numbers in full: say --unmasked"
+                );
+                anyhow::ensure!(
+                    settings.operations.allow_unmasked_export,
+                    "unmasked export is off: set [operations] allow_unmasked_export = true (or AXN__OPERATIONS__ALLOW_UNMASKED_EXPORT=true) where it is allowed"
+                );
+                let dlq = settings.queues.get(queue).dlq_name();
+                let (written, skipped) = tools::export(settings, &dlq, &filter, &file).await?;
+                tracing::warn!(
+                    audit = "dlq-export-unmasked",
+                    queue = %dlq,
+                    count = written,
+                    file = %file.display(),
+                    "dead letters exported unmasked"
+                );
+                println!(
+                    "wrote {written} message(s) of {dlq} to {}{}",
+                    file.display(),
+                    if skipped > 0 {
+                        format!(" ({skipped} not JSON, left out: `publish` could not send them)")
+                    } else {
+                        String::new()
+                    }
+                );
+                Ok(())
             }
             DlqCommand::Purge { queue, filter, yes } => {
                 let dlq = settings.queues.get(queue).dlq_name();

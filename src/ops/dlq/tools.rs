@@ -96,6 +96,48 @@ pub async fn purge(
     walk(settings, queue, filter, true).await
 }
 
+/// Writes the raw bodies of the dead letters `filter` selects to `file`
+/// (created new), one compact JSON document per line; the messages stay.
+/// Returns (written, left out because not JSON).
+pub async fn export(
+    settings: &Settings,
+    queue: &str,
+    filter: &Filter,
+    file: &std::path::Path,
+) -> anyhow::Result<(usize, usize)> {
+    use std::io::Write as _;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(file)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", file.display()))?;
+    let conn = amqp::connect(settings, &amqp::connection_name(Some("dlq-export"))).await?;
+    let channel = conn.create_channel().await?;
+    let present = depth(&channel, queue).await? as usize;
+    let (mut written, mut skipped) = (0, 0);
+    for _ in 0..present.min(SCAN_MAX) {
+        let Some(m) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await?
+        else {
+            break;
+        };
+        if !filter.matches(&entry(&m.delivery.properties, &m.delivery.data)) {
+            continue;
+        }
+        match serde_json::from_slice::<serde_json::Value>(&m.delivery.data) {
+            Ok(v) => {
+                writeln!(out, "{v}")?;
+                written += 1;
+            }
+            Err(_) => skipped += 1,
+        }
+    }
+    let _ = channel.close(200, "exported".into()).await;
+    let _ = conn.close(200, "exported".into()).await;
+    Ok((written, skipped))
+}
+
 /// Reads the queue; with `delete`, acks (deletes) what `filter` selects and
 /// returns those, else returns everything it read.
 async fn walk(
