@@ -23,6 +23,7 @@
 //! | `axn_platform_request_seconds` | operation | binding API latency |
 //! | `axn_platform_xb_expired_total` | | MQ108 unbinds the platform published for expired XB bindings |
 //! | `axn_queue_depth` | queue, role | messages ready in each of the worker's queues (`role`: `input`, `retry_<d>ms`, `dlq`, `unattributed`), read every `[amqp] queue_depth_interval_ms` |
+//! | `axn_dead_letter_oldest_age_seconds` | queue, role | seconds since the oldest message of each `.dlq` (`role="dlq"`) and `.unattributed` was moved there (0 when empty); read with the depths |
 //! | `axn_build_info` | version | always 1 |
 //!
 //! `queue` is the queue key (`xb_unbind`, `blacklist`, `phone_history`,
@@ -165,6 +166,7 @@ pub struct Metrics {
     platform_latency: Family<OperationLabel, Histogram, fn() -> Histogram>,
     platform_xb_expired: Counter,
     queue_depth: Family<DepthLabels, Gauge>,
+    dead_letter_age: Family<DepthLabels, Gauge<f64, AtomicU64>>,
     health: Arc<Health>,
 }
 
@@ -191,6 +193,7 @@ impl Metrics {
             platform_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             platform_xb_expired: Counter::default(),
             queue_depth: Family::default(),
+            dead_letter_age: Family::default(),
             health,
             registry: Registry::default(),
         };
@@ -289,6 +292,11 @@ impl Metrics {
             "axn_queue_depth",
             "Messages ready in each of the worker's queues",
             m.queue_depth.clone(),
+        );
+        r.register(
+            "axn_dead_letter_oldest_age_seconds",
+            "Age of the oldest message in each .dlq and .unattributed (0 when empty)",
+            m.dead_letter_age.clone(),
         );
         let build = Family::<VersionLabel, Gauge>::default();
         build
@@ -389,6 +397,17 @@ impl Metrics {
                 role: role.to_owned(),
             })
             .set(messages.into());
+    }
+
+    /// Seconds since the oldest message of the `.dlq` or `.unattributed`
+    /// (`role`) of `kind` was moved there.
+    pub fn set_dead_letter_age(&self, kind: QueueKind, role: &str, seconds: f64) {
+        self.dead_letter_age
+            .get_or_create(&DepthLabels {
+                queue: kind.key(),
+                role: role.to_owned(),
+            })
+            .set(seconds);
     }
 
     /// An expired XB binding's MQ108 unbind published.

@@ -7,7 +7,10 @@
 //! carries is [`forward`](super::forward)'s.
 
 use hmac::{Hmac, Mac};
-use lapin::{BasicProperties, types::AMQPValue};
+use lapin::{
+    BasicProperties,
+    types::{AMQPValue, FieldTable},
+};
 use sha2::Sha256;
 
 /// Failed attempts so far (only trusted under a valid signature).
@@ -52,6 +55,11 @@ pub struct History {
     pub first_failed_at: Option<String>,
     /// See [`CONFIRMED_HEADER`].
     pub confirmed_call_id: Option<String>,
+}
+
+/// The text of header `name` in `table`, when it is a string.
+pub fn header_text(table: &FieldTable, name: &str) -> Option<String> {
+    table.inner().get(name).and_then(text)
 }
 
 pub(super) fn text(v: &AMQPValue) -> Option<String> {

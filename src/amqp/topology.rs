@@ -65,9 +65,9 @@ pub fn specs(settings: &Settings) -> Vec<QueueSpec> {
             );
             out.push(spec(q, q.retry_queue_name(d), args));
         }
-        out.push(spec(q, q.dlq_name(), FieldTable::default()));
+        out.push(spec(q, q.dlq_name(), bounds(q)));
         if kind == QueueKind::CallRecord {
-            out.push(spec(q, q.unattributed_name(), FieldTable::default()));
+            out.push(spec(q, q.unattributed_name(), bounds(q)));
         }
     }
     let call_log = &settings.publish.call_log;
@@ -79,6 +79,33 @@ pub fn specs(settings: &Settings) -> Vec<QueueSpec> {
         });
     }
     out
+}
+
+/// The bounds of `.dlq` and `.unattributed`, when configured. A full queue
+/// refuses (nacks) the publish instead of dropping its oldest message: the
+/// worker then sends the delivery back to its input queue, so a full
+/// dead-letter queue shows as publish failures and requeues, never as loss.
+fn bounds(q: &QueueSettings) -> FieldTable {
+    let mut args = FieldTable::default();
+    if q.dlq_max_length > 0 {
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(q.dlq_max_length.min(i64::MAX as u64) as i64),
+        );
+    }
+    if q.dlq_max_bytes > 0 {
+        args.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(q.dlq_max_bytes.min(i64::MAX as u64) as i64),
+        );
+    }
+    if q.dlq_max_length > 0 || q.dlq_max_bytes > 0 {
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+    }
+    args
 }
 
 fn spec(q: &QueueSettings, name: String, mut arguments: FieldTable) -> QueueSpec {
@@ -185,5 +212,40 @@ mod tests {
                 .iter()
                 .any(|s| s.name.ends_with("SetBlackNumber.unattributed"))
         );
+    }
+
+    #[test]
+    fn dead_letter_bounds_refuse_rather_than_drop() {
+        let mut s = Settings::defaults().unwrap();
+        let dlq = |s: &Settings, name: &str| {
+            specs(s)
+                .into_iter()
+                .find(|q| q.name == name)
+                .unwrap()
+                .arguments
+        };
+        let cr = "service_exchange1_privatenumberCallRecord";
+        assert_eq!(dlq(&s, &format!("{cr}.dlq")), FieldTable::default());
+        s.queues.call_record.dlq_max_length = 1000;
+        s.queues.call_record.dlq_max_bytes = 1 << 20;
+        for name in [format!("{cr}.dlq"), format!("{cr}.unattributed")] {
+            let args = dlq(&s, &name);
+            let args = args.inner();
+            assert_eq!(
+                args.get("x-max-length"),
+                Some(&AMQPValue::LongLongInt(1000))
+            );
+            assert_eq!(
+                args.get("x-max-length-bytes"),
+                Some(&AMQPValue::LongLongInt(1 << 20))
+            );
+            assert_eq!(
+                args.get("x-overflow"),
+                Some(&AMQPValue::LongString("reject-publish".into()))
+            );
+        }
+        // Input and retry queues stay unbounded: bounding them would refuse
+        // producers' messages or retries.
+        assert_eq!(dlq(&s, cr), FieldTable::default());
     }
 }

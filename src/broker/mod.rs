@@ -14,6 +14,7 @@
 
 pub mod acks;
 pub mod consumer;
+mod depths;
 pub mod ordering;
 pub mod settle;
 
@@ -219,7 +220,7 @@ impl Broker {
             ));
         }
 
-        tokio::spawn(probe_depths(
+        tokio::spawn(depths::probe(
             Arc::clone(&conn),
             Arc::clone(&self.settings),
             Arc::clone(&self.metrics),
@@ -278,63 +279,6 @@ impl Broker {
                 unfinished = self.tracker.len(),
                 "grace period over: unfinished messages return to their queues"
             );
-        }
-    }
-}
-
-/// Reads, every `[amqp] queue_depth_interval_ms`, how many messages wait in
-/// each of the worker's queues (passive declares: no management plugin
-/// needed) into `axn_queue_depth`, until `stop` or the connection is gone.
-async fn probe_depths(
-    conn: Arc<Connection>,
-    settings: Arc<Settings>,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) {
-    let every = Duration::from_millis(settings.amqp.queue_depth_interval_ms.max(100));
-    let mut channel = None;
-    loop {
-        if channel
-            .as_ref()
-            .is_none_or(|c: &lapin::Channel| !c.status().connected())
-        {
-            channel = conn.create_channel().await.ok();
-        }
-        if let Some(ch) = &channel {
-            for kind in QueueKind::ALL {
-                let q = settings.queues.get(kind);
-                let mut queues = vec![
-                    (q.name.clone(), "input".to_owned()),
-                    (q.dlq_name(), "dlq".to_owned()),
-                ];
-                queues.extend(
-                    q.retry_delays_ms
-                        .iter()
-                        .map(|d| (q.retry_queue_name(*d), format!("retry_{d}ms"))),
-                );
-                if kind == QueueKind::CallRecord {
-                    queues.push((q.unattributed_name(), "unattributed".to_owned()));
-                }
-                for (name, role) in queues {
-                    let passive = lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    };
-                    match ch
-                        .queue_declare(name.as_str().into(), passive, Default::default())
-                        .await
-                    {
-                        Ok(q) => metrics.set_queue_depth(kind, &role, q.message_count()),
-                        // A missing queue closes the channel: the next round
-                        // opens another.
-                        Err(_) => break,
-                    }
-                }
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -136,6 +136,10 @@ pub struct QueueSettings {
     pub max_batch_records: usize,
     pub queue_type: QueueType,
     pub passive: bool,
+    /// Most messages `.dlq` and `.unattributed` may hold each (0: unbounded).
+    pub dlq_max_length: u64,
+    /// Most body bytes `.dlq` and `.unattributed` may hold each (0: unbounded).
+    pub dlq_max_bytes: u64,
 }
 
 impl QueueSettings {

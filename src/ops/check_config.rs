@@ -30,7 +30,7 @@ pub fn warnings(settings: &Settings) -> Vec<String> {
 /// Runs `check-config`: the settings on stdout; warnings and "configuration
 /// OK" on stderr.
 pub fn run(settings: &Settings) -> anyhow::Result<()> {
-    print!("{}", render(settings)?);
+    out!("{}", render(settings)?);
     for w in warnings(settings) {
         eprintln!("warning: {w}");
     }

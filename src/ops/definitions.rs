@@ -34,7 +34,7 @@ pub struct DefinitionsArgs {
 
 impl DefinitionsArgs {
     pub fn run(self, settings: &Settings) -> anyhow::Result<()> {
-        println!("{:#}", definitions(settings, &self.vhost));
+        outln!("{:#}", definitions(settings, &self.vhost));
         Ok(())
     }
 }

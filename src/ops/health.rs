@@ -40,7 +40,7 @@ impl HealthArgs {
         .with_context(|| format!("no worker answers on {addr}"))?;
         match answer {
             (200, body) => {
-                println!("ready: {}", body.trim());
+                outln!("ready: {}", body.trim());
                 Ok(())
             }
             (status, body) => bail!("not ready (HTTP {status}): {}", body.trim()),

@@ -101,9 +101,9 @@ impl PoolCommand {
                 let input = super::publish::read_input(&file)?;
                 let entries = parse(&input)?;
                 let (added, known) = import(&store, &entries).await?;
-                println!("imported {added} number(s); {known} already known, left as they were");
+                outln!("imported {added} number(s); {known} already known, left as they were");
             }
-            PoolCommand::List => print!("{}", list(&store).await?),
+            PoolCommand::List => out!("{}", list(&store).await?),
         }
         Ok(())
     }

@@ -30,7 +30,7 @@ impl PublishArgs {
     pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let input = read_input(&self.file)?;
         let n = publish(settings, self.queue, &input).await?;
-        println!(
+        outln!(
             "published {n} message(s) to {} (confirmed)",
             settings.queues.get(self.queue).name
         );

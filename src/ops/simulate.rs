@@ -52,7 +52,7 @@ impl SimulateCommand {
         let mq = MqPublisher::new(Arc::new(settings.clone()), Arc::new(Health::default()));
         mq.publish(&queue, body.as_bytes()).await?;
         mq.close().await;
-        println!(
+        outln!(
             "published to {queue} (confirmed): {}",
             crate::phone::mask_digits_in(&body)
         );

@@ -267,3 +267,21 @@ async fn logs_are_json_and_never_show_a_full_number() {
         assert!(text.contains(expected), "{expected} logged");
     }
 }
+
+/// An operator command whose reader went away (`axn-worker check-config |
+/// head`) ends quietly with status 0, as other Unix tools do, instead of
+/// panicking with a backtrace. The pipe is closed before the command writes.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(BIN)
+        .args(["--config", CONFIG, "check-config"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}

@@ -832,3 +832,51 @@ async fn unmasked_export_is_guarded_audited_and_republishable() {
     })
     .await;
 }
+
+/// A bounded `.dlq` refuses what does not fit (`reject-publish`): the
+/// message goes back to its input queue and the refusal is counted as a
+/// publish failure; once room is made it lands. Nothing is dropped. The age
+/// of the oldest dead letter is read from the head of the queue.
+#[tokio::test]
+async fn a_full_dead_letter_queue_refuses_and_loses_nothing() {
+    let app = spawn_app_with(|s| {
+        s.queues.xb_unbind.dlq_max_length = 2;
+        s.amqp.queue_depth_interval_ms = 100;
+    })
+    .await;
+    for i in 0..3 {
+        app.publish(QueueKind::XbUnbind, format!("not json {i}").as_bytes())
+            .await;
+    }
+    app.eventually("the third dead letter refused and sent back", || async {
+        let page = app.get("/metrics").await.unwrap().1;
+        metric(&page, r#"axn_publish_failures_total{queue="xb_unbind"}"#) >= 2.0
+            && metric(&page, r#"axn_messages_requeued_total{queue="xb_unbind"}"#) >= 2.0
+            && metric(&page, r#"axn_queue_depth{queue="xb_unbind",role="dlq"}"#) == 2.0
+    })
+    .await;
+    // The oldest dead letter ages; the peek that reads it leaves it there.
+    app.eventually("the oldest dead letter is over a second old", || async {
+        let page = app.get("/metrics").await.unwrap().1;
+        metric(
+            &page,
+            r#"axn_dead_letter_oldest_age_seconds{queue="xb_unbind",role="dlq"}"#,
+        ) >= 1.0
+    })
+    .await;
+    let dlq = app.dlq(QueueKind::XbUnbind);
+    let mut bodies: Vec<String> = app
+        .take_n(&dlq, 3)
+        .await
+        .into_iter()
+        .map(|d| String::from_utf8(d.data).unwrap())
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["not json 0", "not json 1", "not json 2"]);
+    app.drained().await;
+    app.eventually("the age reads 0 once the .dlq is empty", || async {
+        let page = app.get("/metrics").await.unwrap().1;
+        page.contains(r#"axn_dead_letter_oldest_age_seconds{queue="xb_unbind",role="dlq"} 0"#)
+    })
+    .await;
+}

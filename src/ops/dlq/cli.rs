@@ -97,7 +97,7 @@ impl RetriesCommand {
         for delay in delays {
             let name = q.retry_queue_name(delay);
             let waiting = tools::scan(settings, &name).await?;
-            println!(
+            outln!(
                 "{name}: {} message(s), each back after {delay} ms",
                 waiting.len()
             );
@@ -113,7 +113,7 @@ impl RetriesCommand {
                         .to_string()
                     })
                     .unwrap_or_else(|| "-".into());
-                println!(
+                outln!(
                     "  due {due}  attempts {}  {}: {}",
                     e.attempts.as_deref().unwrap_or("-"),
                     e.reason.as_deref().unwrap_or("-"),
@@ -189,7 +189,7 @@ impl DlqCommand {
                     file = %file.display(),
                     "dead letters exported unmasked"
                 );
-                println!(
+                outln!(
                     "wrote {written} message(s) of {dlq} to {}{}",
                     file.display(),
                     if skipped > 0 {
@@ -211,7 +211,7 @@ impl DlqCommand {
                     );
                 }
                 let gone = tools::purge(settings, &dlq, &filter).await?;
-                println!("deleted {} message(s) from {dlq}", gone.len());
+                outln!("deleted {} message(s) from {dlq}", gone.len());
                 Ok(())
             }
             DlqCommand::Replay {
@@ -232,7 +232,7 @@ impl DlqCommand {
                         .collect::<Vec<_>>(),
                 );
                 if dry_run {
-                    println!(
+                    outln!(
                         "would replay {} of the {} message(s) in {} to {} (of which permanent failures: {})",
                         limit
                             .limit
@@ -284,19 +284,19 @@ async fn print_summary(
     filter: &Filter,
 ) -> anyhow::Result<()> {
     let all = tools::scan(settings, queue).await?;
-    println!("{queue}: {} message(s)", all.len());
+    outln!("{queue}: {} message(s)", all.len());
     for (reason, s) in tools::summarize(&all) {
-        println!(
+        outln!(
             "  {reason}: {} (first {}, last {})",
             s.count, s.first, s.last
         );
     }
     let selected: Vec<&Entry> = all.iter().filter(|e| filter.matches(e)).collect();
     for (i, e) in selected.iter().take(limit).enumerate() {
-        println!("--- {queue} #{}\n{e}", i + 1);
+        outln!("--- {queue} #{}\n{e}", i + 1);
     }
     if selected.len() > limit {
-        println!("... {} more (-n to show more)", selected.len() - limit);
+        outln!("... {} more (-n to show more)", selected.len() - limit);
     }
     Ok(())
 }
@@ -304,10 +304,10 @@ async fn print_summary(
 async fn print_list(settings: &Settings, queue: &str, limit: usize) -> anyhow::Result<()> {
     let entries = list(settings, queue, limit).await?;
     if entries.is_empty() {
-        println!("{queue} is empty");
+        outln!("{queue} is empty");
     }
     for (i, e) in entries.iter().enumerate() {
-        println!("--- {queue} #{}\n{e}", i + 1);
+        outln!("--- {queue} #{}\n{e}", i + 1);
     }
     Ok(())
 }
@@ -341,6 +341,6 @@ async fn replay_with_progress(
     let moved = replay(settings, from, to, limit, filter, &progress).await;
     bar.finish_and_clear();
     let moved = moved?;
-    println!("replayed {moved} message(s) from {from} to {to}");
+    outln!("replayed {moved} message(s) from {from} to {to}");
     Ok(())
 }

@@ -117,6 +117,21 @@ pub async fn depth(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u32>
     Ok(q.message_count())
 }
 
+/// The next message of `queue`, taken unacknowledged. An empty answer is
+/// asked once more 50 ms later: a worker's age probe (which takes the head
+/// and returns it at once) may hold the only message left for a moment.
+pub(crate) async fn next(
+    channel: &lapin::Channel,
+    queue: &str,
+) -> anyhow::Result<Option<lapin::message::BasicGetMessage>> {
+    let get = || channel.basic_get(queue.into(), BasicGetOptions { no_ack: false });
+    if let Some(m) = get().await? {
+        return Ok(Some(m));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    Ok(get().await?)
+}
+
 /// Up to `limit` messages of `queue`, left in the queue.
 pub async fn list(settings: &Settings, queue: &str, limit: usize) -> anyhow::Result<Vec<Entry>> {
     let conn = amqp::connect(settings, &amqp::connection_name(Some("dlq-list"))).await?;
@@ -124,10 +139,7 @@ pub async fn list(settings: &Settings, queue: &str, limit: usize) -> anyhow::Res
     depth(&channel, queue).await?;
     let mut out = Vec::new();
     while out.len() < limit {
-        match channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-            .await?
-        {
+        match next(&channel, queue).await? {
             Some(m) => out.push(entry(&m.delivery.properties, &m.delivery.data)),
             None => break,
         }
@@ -224,10 +236,7 @@ pub async fn replay(
         if moved >= total {
             break;
         }
-        let Some(m) = channel
-            .basic_get(from.into(), BasicGetOptions { no_ack: false })
-            .await?
-        else {
+        let Some(m) = next(&channel, from).await? else {
             break;
         };
         let d = m.delivery;

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::options::BasicAckOptions;
 
 use super::{Entry, depth, entry};
 use crate::{amqp, config::Settings};
@@ -113,13 +113,13 @@ pub async fn export(
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", file.display()))?;
     let conn = amqp::connect(settings, &amqp::connection_name(Some("dlq-export"))).await?;
     let channel = conn.create_channel().await?;
-    let present = depth(&channel, queue).await? as usize;
+    depth(&channel, queue).await?;
     let (mut written, mut skipped) = (0, 0);
-    for _ in 0..present.min(SCAN_MAX) {
-        let Some(m) = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-            .await?
-        else {
+    // Until the queue is empty rather than up to the count read at the
+    // start, which misses a message another reader held at that moment.
+    // Nothing read comes back while the channel is open.
+    for _ in 0..SCAN_MAX {
+        let Some(m) = super::next(&channel, queue).await? else {
             break;
         };
         if !filter.matches(&entry(&m.delivery.properties, &m.delivery.data)) {
@@ -148,13 +148,11 @@ async fn walk(
 ) -> anyhow::Result<Vec<Entry>> {
     let conn = amqp::connect(settings, &amqp::connection_name(Some("dlq"))).await?;
     let channel = conn.create_channel().await?;
-    let present = depth(&channel, queue).await? as usize;
+    depth(&channel, queue).await?;
     let mut out = Vec::new();
-    for _ in 0..present.min(SCAN_MAX) {
-        let Some(m) = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-            .await?
-        else {
+    // Until the queue is empty (see `export`).
+    for _ in 0..SCAN_MAX {
+        let Some(m) = super::next(&channel, queue).await? else {
             break;
         };
         let e = entry(&m.delivery.properties, &m.delivery.data);
