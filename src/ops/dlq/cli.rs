@@ -288,7 +288,9 @@ async fn print_summary(
     for (reason, s) in tools::summarize(&all) {
         outln!(
             "  {reason}: {} (first {}, last {})",
-            s.count, s.first, s.last
+            s.count,
+            s.first,
+            s.last
         );
     }
     let selected: Vec<&Entry> = all.iter().filter(|e| filter.matches(e)).collect();
