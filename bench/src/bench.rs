@@ -55,7 +55,7 @@ pub struct BenchOptions {
     /// Throughput runs to take the median of.
     pub repeat: usize,
     pub workers: usize,
-    /// Overrides every queue's concurrency (= prefetch); None: config's.
+    /// Overrides every queue's prefetch; None: the config's.
     pub prefetch: Option<u16>,
     pub latency: bool,
     /// Only this kind of message instead of the mix (which queue limits?).
@@ -113,7 +113,7 @@ pub fn bench_settings(base: &Settings, namespace: &str, prefetch: Option<u16>) -
         let q = s.queues.get_mut(kind);
         q.passive = false;
         if let Some(p) = prefetch {
-            q.concurrency = p;
+            q.prefetch = p;
         }
     }
     s.publish.call_log.exchange = String::new();
@@ -480,6 +480,10 @@ async fn measure_bare(
     let confirms = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let started = Instant::now();
     let broker0 = broker_cpu();
+    // The bare consumer runs in this process: its CPU over the drain is the
+    // yardstick for the worker's (the drain loop's polls are negligible).
+    let own = std::process::id();
+    let cpu0 = process_usage(own)?.0;
     let mut channels = Vec::new();
     let kinds: &[QueueKind] = match bare {
         Bare::OneQueue => &[QueueKind::CallRecord],
@@ -488,8 +492,7 @@ async fn measure_bare(
     for &kind in kinds {
         let q = settings.queues.get(kind);
         let ch = conn.create_channel().await?;
-        ch.basic_qos(q.concurrency, BasicQosOptions::default())
-            .await?;
+        ch.basic_qos(q.prefetch, BasicQosOptions::default()).await?;
         let mut consumer = ch
             .basic_consume(
                 q.name.as_str().into(),
@@ -545,6 +548,7 @@ async fn measure_bare(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = process_usage(own)?.0 - cpu0;
     for ch in channels {
         let _ = ch.close(200, "bench".into()).await;
     }
@@ -555,7 +559,7 @@ async fn measure_bare(
     Ok(Throughput {
         messages: n,
         seconds,
-        cpu_seconds: 0.0,
+        cpu_seconds,
         peak_rss_kib: 0,
         confirm_ms: (count > 0).then(|| micros as f64 / 1e3 / count as f64),
         broker_cpu_seconds: broker_cpu_since(broker0),
@@ -800,10 +804,14 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
     let channel = conn.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
 
-    let prefetch = opts
-        .prefetch
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "config (10/10/5/10)".into());
+    let prefetch = opts.prefetch.map(|p| p.to_string()).unwrap_or_else(|| {
+        let q = |k| settings.queues.get(k).prefetch.to_string();
+        format!("config {}", QueueKind::ALL.map(q).join("/"))
+    });
+    let concurrency = QueueKind::ALL
+        .map(|k| settings.queues.get(k).concurrency.to_string())
+        .join("/");
+    let prefetch = format!("{prefetch}, concurrency {concurrency}");
     let mut report = String::new();
     let result: anyhow::Result<()> = async {
         if opts.platform {
@@ -876,7 +884,7 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 _ => String::new(),
             };
             report += &format!(
-                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2}; bare consumer on one queue {:.0} msg/s, ratio {:.2}{confirms}{broker} | CPU {:.1} µs/msg | peak RSS {:.1} MiB |\n",
+                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2}; bare consumer on one queue {:.0} msg/s, ratio {:.2}{confirms}{broker} | CPU {:.1} µs/msg (bare consumer on one queue {:.1}, ratio {:.2}) | peak RSS {:.1} MiB |\n",
                 opts.workers,
                 opts.messages,
                 opts.only.map_or("40/30/20/10 mix", |k| k.key()),
@@ -889,6 +897,8 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 median(one_queue.iter().map(Throughput::rate)),
                 median(single.iter().copied()),
                 median(workers.iter().map(Throughput::cpu_us_per_message)),
+                median(one_queue.iter().map(Throughput::cpu_us_per_message)),
+                median(workers.iter().zip(&one_queue).map(|(w, b)| w.cpu_us_per_message() / b.cpu_us_per_message())),
                 workers.iter().map(|w| w.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0
             );
         }

@@ -36,7 +36,7 @@ struct Args {
     /// Worker processes draining the same queues.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// Override every queue's concurrency (= prefetch).
+    /// Override every queue's prefetch (concurrency stays the config's).
     #[arg(long)]
     prefetch: Option<u16>,
     /// Measure latency at a fixed publish rate instead of throughput.

@@ -3,14 +3,17 @@
 //! place that decides its fate.
 //!
 //! # The flow of one message
-//! 1. The loop receives a delivery (prefetch = concurrency) and calls
+//! 1. The loop receives a delivery (up to `prefetch` unacknowledged) and calls
 //!    `process`, which reads the worker's own signed history off it
 //!    ([`History`](crate::amqp::headers::History)), parses the body, and takes the message's place in line
 //!    for the entities it is about ([`Sequencer`](super::ordering::Sequencer));
 //!    a body that does not parse goes straight to `settle` as a permanent
 //!    failure.
 //! 2. A task waits for its turn, applies the message under the queue's
-//!    timeout, and hands the [`Part`]s to `settle` (see there).
+//!    timeout, and hands the [`Part`]s to `settle` (see there). The handler
+//!    takes one of the queue's `concurrency` slots ([`Slots`](handlers::Slots))
+//!    for its own work only: waiting for the turn, for a publish confirm, or
+//!    in `settle` holds none.
 
 use std::sync::Arc;
 
@@ -42,6 +45,9 @@ pub struct QueueRuntime {
     /// Kept across sessions: a redelivered message still waits for one of
     /// the lost session that is still running.
     pub sequencer: Arc<Sequencer>,
+    /// The queue's `concurrency` handler slots, also kept across sessions:
+    /// work of a lost session still running holds its slots.
+    pub slots: handlers::Slots,
     /// This queue's metric handles, resolved once.
     pub metrics: QueueMetrics,
 }
@@ -71,7 +77,7 @@ pub async fn consume(
         source,
     };
     channel
-        .basic_qos(q.settings.concurrency, BasicQosOptions::default())
+        .basic_qos(q.settings.prefetch, BasicQosOptions::default())
         .await
         .map_err(broker)?;
     let tag = format!("axn-worker.{}.{}", q.kind, std::process::id());
@@ -87,7 +93,7 @@ pub async fn consume(
     // Tags are per channel: one batcher per channel of this session.
     let acks = AckBatcher::new(tracker.clone());
     health.set_consuming(q.kind, true);
-    tracing::info!(queue = %queue, concurrency = q.settings.concurrency, "consuming");
+    tracing::info!(queue = %queue, concurrency = q.settings.concurrency, prefetch = q.settings.prefetch, "consuming");
     let result = loop {
         tokio::select! {
             biased;

@@ -28,7 +28,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::amqp::{connect, connection_name, publisher::Publisher, topology};
 use crate::{
     config::{QueueKind, Settings},
-    handlers::Ctx,
+    handlers::{Ctx, Slots},
     health::Health,
     metrics::Metrics,
     store::Store,
@@ -100,6 +100,7 @@ impl Broker {
                     kind,
                     settings: settings.queues.get(kind).clone(),
                     sequencer: Default::default(),
+                    slots: Slots::new(settings.queues.get(kind).concurrency),
                     metrics: metrics.queue(kind),
                 })
             })
@@ -209,6 +210,7 @@ impl Broker {
                 settings: Arc::clone(&self.settings),
                 timeout: q.settings.timeout(),
                 metrics: Arc::clone(&self.metrics),
+                slots: q.slots.clone(),
             };
             consumers.spawn(consumer::consume(
                 Arc::clone(q),

@@ -127,7 +127,12 @@ pub enum QueueType {
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {
     pub name: String,
+    /// Messages handled at once: the handler slots.
     pub concurrency: u16,
+    /// Deliveries the broker may hand this consumer before any is
+    /// acknowledged (AMQP prefetch): those running, those waiting for their
+    /// entity's turn or a slot, and those waiting for a publish confirm.
+    pub prefetch: u16,
     pub timeout_secs: u64,
     pub max_attempts: u32,
     pub retry_delays_ms: Vec<u64>,

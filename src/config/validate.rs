@@ -57,6 +57,13 @@ impl Settings {
             if q.concurrency == 0 {
                 return bad(format!("{} must be at least 1", at("concurrency")));
             }
+            if q.prefetch == 0 {
+                // 0 is "no limit" to the broker: every ready message at once.
+                return bad(format!(
+                    "{} must be at least 1 (0 would let the broker send the whole queue)",
+                    at("prefetch")
+                ));
+            }
             if q.timeout_secs == 0 {
                 return bad(format!("{} must be at least 1", at("timeout_secs")));
             }

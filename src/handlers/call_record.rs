@@ -144,6 +144,7 @@ pub async fn apply(batch: Batch, ctx: &Ctx, confirmed: Option<&str>) -> Vec<Part
         let (outcome, confirmed_call_id) = match item.record {
             Err(e) => (Outcome::Failed(e), None),
             Ok(record) if confirmed == Some(record.call_id.as_str()) => {
+                let _slot = ctx.slots.take().await;
                 match commit(ctx, &record.call_id).await {
                     Ok(()) => (Outcome::Applied("committed"), None),
                     Err(e) => (Outcome::Failed(e), Some(record.call_id)),
@@ -188,6 +189,7 @@ impl From<redis::RedisError> for Failure {
 
 #[tracing::instrument(name = "call_record", level = "debug", skip_all, fields(call_id = %mask_digits_in(&r.call_id), sub_id = %mask_digits_in(&r.sub_id)))]
 async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, Failure> {
+    let slot = ctx.slots.take().await;
     let token = claim_token();
     let binding = match ctx
         .store
@@ -219,6 +221,8 @@ async fn apply_record(r: &CallRecord, ctx: &Ctx) -> Result<Outcome, Failure> {
         token,
         event,
     ));
+    // Waiting for the broker's confirm holds no slot (prefetch bounds it).
+    drop(slot);
     match publication.await {
         Ok(Ok(())) => Ok(Outcome::Applied("published")),
         Ok(Err(failure)) => Err(failure),

@@ -50,6 +50,30 @@ impl Job {
     }
 }
 
+/// A queue's handler slots: at most `concurrency` messages do their own
+/// Redis work at once. Waiting for an
+/// entity's turn, for a publish confirm or for a move to a retry queue holds
+/// no slot, so deliveries waiting on the broker do not stop others from
+/// running; `prefetch` bounds how many deliveries there are in all.
+#[derive(Clone)]
+pub struct Slots(Arc<tokio::sync::Semaphore>);
+
+impl Slots {
+    pub fn new(concurrency: u16) -> Self {
+        Slots(Arc::new(tokio::sync::Semaphore::new(
+            concurrency.max(1).into(),
+        )))
+    }
+
+    /// Waits for a free slot; it is given back when the permit is dropped.
+    pub async fn take(&self) -> tokio::sync::OwnedSemaphorePermit {
+        Arc::clone(&self.0)
+            .acquire_owned()
+            .await
+            .expect("the slots' semaphore is never closed")
+    }
+}
+
 /// Everything a handler may touch while applying a message.
 #[derive(Clone)]
 pub struct Ctx {
@@ -63,6 +87,8 @@ pub struct Ctx {
     /// The handler timeout: also the lease on a call record being published.
     pub timeout: Duration,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// This queue's handler slots.
+    pub slots: Slots,
 }
 
 /// Bounds on one message: its body and, for an array of call records, the
@@ -142,9 +168,20 @@ pub async fn apply(job: Job, ctx: &Ctx, history: &History) -> Vec<Part> {
         })]
     };
     match job {
-        Job::XbUnbind(m) => whole(xb_unbind::apply(&m, ctx).await),
-        Job::Blacklist(m) => whole(blacklist::apply(&m, ctx).await),
-        Job::PhoneChange(m) => whole(phone_history::apply(&m, ctx).await),
+        Job::XbUnbind(m) => {
+            let _slot = ctx.slots.take().await;
+            whole(xb_unbind::apply(&m, ctx).await)
+        }
+        Job::Blacklist(m) => {
+            let _slot = ctx.slots.take().await;
+            whole(blacklist::apply(&m, ctx).await)
+        }
+        Job::PhoneChange(m) => {
+            let _slot = ctx.slots.take().await;
+            whole(phone_history::apply(&m, ctx).await)
+        }
+        // Takes a slot per record, and gives it back while the broker
+        // confirms the record's event.
         Job::CallRecords(b) => {
             call_record::apply(b, ctx, history.confirmed_call_id.as_deref()).await
         }

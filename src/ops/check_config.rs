@@ -24,6 +24,15 @@ pub fn warnings(settings: &Settings) -> Vec<String> {
             settings.shutdown.grace_period_secs
         ));
     }
+    for kind in QueueKind::ALL {
+        let q = settings.queues.get(kind);
+        if q.prefetch < q.concurrency {
+            out.push(format!(
+                "[queues.{kind}] prefetch ({}) is below its concurrency ({}): at most {} messages are ever handled at once",
+                q.prefetch, q.concurrency, q.prefetch
+            ));
+        }
+    }
     out
 }
 
@@ -52,6 +61,18 @@ mod tests {
         assert!(
             w[0].starts_with("[shutdown] grace_period_secs (30) is below [queues."),
             "{w:?}"
+        );
+    }
+
+    #[test]
+    fn a_prefetch_below_the_concurrency_is_warned() {
+        let mut s = Settings::defaults().unwrap();
+        s.queues.blacklist.prefetch = 4;
+        assert_eq!(
+            warnings(&s),
+            [
+                "[queues.blacklist] prefetch (4) is below its concurrency (10): at most 4 messages are ever handled at once"
+            ]
         );
     }
 }

@@ -40,6 +40,7 @@ pub fn env(s: &Settings) -> Vec<(String, String)> {
         env.push((at("MAX_ATTEMPTS"), q.max_attempts.to_string()));
         env.push((at("TIMEOUT_SECS"), q.timeout_secs.to_string()));
         env.push((at("CONCURRENCY"), q.concurrency.to_string()));
+        env.push((at("PREFETCH"), q.prefetch.to_string()));
     }
     let url = match &s.redis.url {
         crate::config::RedisUrl::Single(u) => u.expose().to_owned(),

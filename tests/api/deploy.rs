@@ -287,6 +287,13 @@ fn systemd_unit_runs_the_worker_and_waits_for_the_drain() {
 #[tokio::test]
 async fn dashboard_and_alerts_use_only_exported_metrics() {
     let app = spawn_app().await;
+    // The queue-depth families have series (and so appear) once the first
+    // probe has read the broker, which a loaded machine may not have done yet.
+    app.eventually("the first queue-depth probe", || async {
+        let page = app.get("/metrics").await.unwrap().1;
+        page.contains("axn_queue_depth{") && page.contains("axn_dead_letter_oldest_age_seconds{")
+    })
+    .await;
     let page = app.get("/metrics").await.unwrap().1;
     // Every family is declared by a `# TYPE` line, even before its first
     // labelled series exists; the series names follow from the type.

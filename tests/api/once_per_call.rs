@@ -147,3 +147,57 @@ async fn sigterm_with_a_silent_broker_exits_within_the_grace_period() {
     assert!(took < Duration::from_secs(2 + 5), "took {took:?}");
     assert_eq!(status.code(), Some(0));
 }
+
+/// Prefetch is not concurrency: with one handler slot and a prefetch of 10,
+/// call records whose events wait for a confirm the broker does not send
+/// hold no slot, so the records behind them are still claimed meanwhile;
+/// when the broker answers, each is published once.
+#[tokio::test]
+async fn records_waiting_for_their_confirm_hold_no_handler_slot() {
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    settings.amqp.url = Secret::new(proxy.amqp_url());
+    settings.queues.call_record.concurrency = 1;
+    settings.queues.call_record.prefetch = 10;
+    settings.queues.call_record.timeout_secs = 30;
+    let app = TestApp::connect(id, settings).await.start().await;
+    for i in 0..3 {
+        app.put_binding(&format!("slot{i}"), 20 + i, 30 + i).await;
+    }
+    // Deliveries still reach the worker; its publishes (and acks) do not
+    // reach the broker.
+    proxy.stall_upstream(true);
+    for i in 0..3 {
+        app.publish(
+            QueueKind::CallRecord,
+            format!(r#"{{"subId":"slot{i}","callId":"slot-call-{i}"}}"#).as_bytes(),
+        )
+        .await;
+    }
+    app.eventually(
+        "all three claimed while the first confirm is stuck",
+        || async {
+            let mut r = app.redis.clone();
+            let mut claimed = 0;
+            for i in 0..3 {
+                let mark = app.key(&format!("PrivateNumber_calllog:slot-call-{i}"));
+                claimed += usize::from(r.exists::<_, bool>(mark).await.unwrap_or(false));
+            }
+            claimed == 3
+        },
+    )
+    .await;
+    proxy.stall_upstream(false);
+    app.drained().await;
+    let out = app.call_log_queue();
+    let n = app.queue_len(&out).await as usize;
+    let mut ids: Vec<String> = app
+        .take_n(&out, n)
+        .await
+        .iter()
+        .filter_map(|e| e.properties.message_id().as_ref().map(|s| s.to_string()))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["slot-call-0", "slot-call-1", "slot-call-2"]);
+}
