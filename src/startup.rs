@@ -98,7 +98,7 @@ impl Application {
         );
         let internal = shutdown.child_token();
         let role = settings.platform.role;
-        let on_cluster = !matches!(settings.redis.url, crate::config::RedisUrl::Single(_));
+        let on_cluster = settings.redis.url.is_cluster();
         if settings.platform.enabled && on_cluster {
             tracing::error!(
                 "the platform API needs one Redis, not a cluster (docs/platform-api.md): not serving it"

@@ -8,7 +8,10 @@ pub mod headers;
 pub mod publisher;
 pub mod topology;
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use lapin::{Connection, ConnectionProperties};
 
@@ -29,16 +32,46 @@ pub fn connection_name(instance: Option<&str>) -> String {
     }
 }
 
-/// Connects to the broker under `name`, within the configured timeout.
+/// Where the next connection attempt starts in the `[amqp] url` list: the
+/// node after the one connected last, so that after losing a node the
+/// worker goes to another first.
+static NEXT_NODE: AtomicUsize = AtomicUsize::new(0);
+
+/// Connects to the broker under `name`: to the first node of `[amqp] url`
+/// that answers within the configured timeout, starting after the node
+/// connected last. The error names every node tried (without credentials).
 pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<Connection> {
-    use anyhow::Context as _;
-    let props = ConnectionProperties::default().with_connection_name(name.into());
+    let urls = settings.amqp.url.urls();
     let timeout = Duration::from_secs(settings.amqp.connect_timeout_secs);
-    tokio::time::timeout(
-        timeout,
-        Connection::connect(settings.amqp.url.expose(), props),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("no answer from the broker within {} s", timeout.as_secs()))?
-    .context("Failed to connect to the broker")
+    let start = NEXT_NODE.load(Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for i in 0..urls.len() {
+        let index = (start + i) % urls.len();
+        let url = urls[index];
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let attempt = tokio::time::timeout(timeout, Connection::connect(url, props)).await;
+        let node = node_of(url);
+        match attempt {
+            Ok(Ok(conn)) => {
+                NEXT_NODE.store(index + 1, Ordering::Relaxed);
+                if urls.len() > 1 {
+                    tracing::info!(node = %node, "connected to the broker node");
+                }
+                return Ok(conn);
+            }
+            Ok(Err(e)) => failures.push(format!("{node}: {e}")),
+            Err(_) => failures.push(format!("{node}: no answer within {} s", timeout.as_secs())),
+        }
+    }
+    anyhow::bail!("Failed to connect to the broker: {}", failures.join("; "))
+}
+
+/// `host:port` of an AMQP URL, for logs and errors (no credentials).
+fn node_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+        .to_owned()
 }

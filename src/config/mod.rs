@@ -54,8 +54,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
-    /// Holds credentials: never printed.
-    pub url: Secret,
+    /// One broker, or the nodes of a cluster. Holds credentials: never printed.
+    pub url: AmqpUrl,
     pub connect_timeout_secs: u64,
     pub reconnect_min_delay_ms: u64,
     pub reconnect_max_delay_ms: u64,
@@ -199,12 +199,65 @@ pub struct OperationsSettings {
     pub allow_unmasked_export: bool,
 }
 
+/// `[amqp] url`: one broker URL, or the addresses of a RabbitMQ cluster's
+/// nodes, tried in turn (as Spring AMQP's `addresses`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum AmqpUrl {
+    One(Secret),
+    Nodes(Vec<Secret>),
+}
+
+impl AmqpUrl {
+    pub fn one(url: impl Into<String>) -> Self {
+        AmqpUrl::One(Secret::new(url))
+    }
+    pub fn urls(&self) -> Vec<&str> {
+        match self {
+            AmqpUrl::One(u) => vec![u.expose()],
+            AmqpUrl::Nodes(us) => us.iter().map(Secret::expose).collect(),
+        }
+    }
+    /// What an `AXN__AMQP__URL` variable holds for this value.
+    pub fn to_env(&self) -> String {
+        match self {
+            AmqpUrl::One(u) => u.expose().to_owned(),
+            AmqpUrl::Nodes(_) => format!("{:?}", self.urls()),
+        }
+    }
+}
+
 /// `[redis] url`: one Redis, or the seed nodes of a Redis Cluster.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum RedisUrl {
     Single(Secret),
     Cluster(Vec<Secret>),
+    Sentinel(SentinelSettings),
+}
+
+/// `[redis] url = { sentinels = [...], master_name = "..." }`: the master of
+/// a Sentinel-managed set, found through its sentinels and followed across
+/// failovers.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelSettings {
+    /// Sentinel addresses, `redis://host:26379` (a password in one is the
+    /// sentinels' own).
+    pub sentinels: Vec<Secret>,
+    /// The master set's name in the sentinels' configuration.
+    pub master_name: String,
+    /// The master's credentials and database, when it needs them.
+    #[serde(default)]
+    pub username: String,
+    #[serde(default = "no_secret")]
+    pub password: Secret,
+    #[serde(default)]
+    pub db: i64,
+}
+
+fn no_secret() -> Secret {
+    Secret::new("")
 }
 
 impl RedisUrl {
@@ -214,20 +267,39 @@ impl RedisUrl {
     pub fn is_cluster(&self) -> bool {
         matches!(self, RedisUrl::Cluster(_))
     }
+    /// The URLs given: the single Redis, the cluster's seed nodes, or the
+    /// sentinels.
     pub fn urls(&self) -> Vec<&str> {
         match self {
             RedisUrl::Single(u) => vec![u.expose()],
             RedisUrl::Cluster(us) => us.iter().map(Secret::expose).collect(),
+            RedisUrl::Sentinel(s) => s.sentinels.iter().map(Secret::expose).collect(),
         }
     }
     /// The URL of a single Redis, or an error saying a tool needs one.
     pub fn single_url(&self) -> Result<&str, ConfigError> {
         match self {
             RedisUrl::Single(u) => Ok(u.expose()),
-            RedisUrl::Cluster(_) => Err(ConfigError::Invalid(
-                "this command needs a single Redis ([redis] url = \"redis://...\"), not a cluster"
+            _ => Err(ConfigError::Invalid(
+                "this command needs a single Redis ([redis] url = \"redis://...\"), not a cluster or a Sentinel set"
                     .into(),
             )),
+        }
+    }
+    /// What an `AXN__REDIS__URL` variable holds for this value (a Sentinel
+    /// set as an inline TOML table, which figment reads from the environment).
+    pub fn to_env(&self) -> String {
+        match self {
+            RedisUrl::Single(u) => u.expose().to_owned(),
+            RedisUrl::Cluster(_) => format!("{:?}", self.urls()),
+            RedisUrl::Sentinel(s) => format!(
+                "{{sentinels={:?},master_name={:?},username={:?},password={:?},db={}}}",
+                self.urls(),
+                s.master_name,
+                s.username,
+                s.password.expose(),
+                s.db
+            ),
         }
     }
 }

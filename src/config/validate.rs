@@ -9,10 +9,17 @@ impl Settings {
     /// Checks what the types cannot: ranges, and names that must differ.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
-        if !self.amqp.url.expose().starts_with("amqp://")
-            && !self.amqp.url.expose().starts_with("amqps://")
+        let urls = self.amqp.url.urls();
+        if urls.is_empty() {
+            return bad("amqp.url must name at least one broker".into());
+        }
+        if urls
+            .iter()
+            .any(|u| !u.starts_with("amqp://") && !u.starts_with("amqps://"))
         {
-            return bad("amqp.url must start with amqp:// or amqps://".into());
+            return bad(
+                "amqp.url must start with amqp:// or amqps:// (each of them, for a list)".into(),
+            );
         }
         let urls = self.redis.url.urls();
         if urls.is_empty()
@@ -20,7 +27,12 @@ impl Settings {
                 .iter()
                 .any(|u| !u.starts_with("redis://") && !u.starts_with("rediss://"))
         {
-            return bad("redis.url must be a redis:// or rediss:// URL, or a non-empty list of them (cluster nodes)".into());
+            return bad("redis.url must be a redis:// or rediss:// URL, or a non-empty list of them (cluster nodes), or { sentinels = [...], master_name = \"...\" }".into());
+        }
+        if let super::RedisUrl::Sentinel(s) = &self.redis.url
+            && s.master_name.is_empty()
+        {
+            return bad("redis.url.master_name must name the Sentinel master set".into());
         }
         if self.redis.response_timeout_ms == 0 || self.redis.connect_timeout_ms == 0 {
             return bad(

@@ -42,12 +42,9 @@ pub fn env(s: &Settings) -> Vec<(String, String)> {
         env.push((at("CONCURRENCY"), q.concurrency.to_string()));
         env.push((at("PREFETCH"), q.prefetch.to_string()));
     }
-    let url = match &s.redis.url {
-        crate::config::RedisUrl::Single(u) => u.expose().to_owned(),
-        crate::config::RedisUrl::Cluster(_) => format!("{:?}", s.redis.url.urls()),
-    };
+    let url = s.redis.url.to_env();
     let pairs = [
-        ("AXN__AMQP__URL", s.amqp.url.expose().to_owned()),
+        ("AXN__AMQP__URL", s.amqp.url.to_env()),
         ("AXN__REDIS__KEY_PREFIX", s.redis.key_prefix.clone()),
         ("AXN__REDIS__URL", url),
         (

@@ -81,7 +81,7 @@ impl Platform {
         health: Arc<Health>,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            matches!(settings.redis.url, crate::config::RedisUrl::Single(_)),
+            !settings.redis.url.is_cluster(),
             "the platform API needs one Redis, not a cluster (docs/platform-api.md): set [platform] enabled = false on a cluster"
         );
         Ok(Platform {

@@ -23,6 +23,7 @@ use crate::{
 #[derive(Clone)]
 pub(super) enum Backend {
     Single(ConnectionManager),
+    Sentinel(Arc<super::sentinel::SentinelBackend>),
     Cluster {
         client: Arc<ClusterClient>,
         conn: Arc<OnceCell<ClusterConnection>>,
@@ -84,6 +85,9 @@ impl Store {
                     .set_max_delay(Duration::from_secs(1));
                 Backend::Single(ConnectionManager::new_lazy_with_config(client, config)?)
             }
+            RedisUrl::Sentinel(s) => Backend::Sentinel(Arc::new(
+                super::sentinel::SentinelBackend::new(s.clone(), connect, response),
+            )),
             RedisUrl::Cluster(_) => {
                 let client = ClusterClient::builder(settings.url.urls())
                     .connection_timeout(connect)
@@ -115,6 +119,7 @@ impl Store {
     pub async fn conn(&self) -> redis::RedisResult<Conn> {
         match &self.backend {
             Backend::Single(c) => Ok(Conn::Single(c.clone())),
+            Backend::Sentinel(s) => Ok(Conn::Single(s.conn().await?)),
             Backend::Cluster { client, conn } => {
                 let c = conn
                     .get_or_try_init(|| client.get_async_connection())

@@ -19,6 +19,7 @@ mod keys;
 mod number_map;
 pub mod platform;
 mod profile;
+mod sentinel;
 mod xb;
 
 use std::sync::Arc;

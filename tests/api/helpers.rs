@@ -611,7 +611,7 @@ impl Drop for TestApp {
         // Through the local broker itself: a test may have pointed its
         // worker at a proxy that is stalled or gone by now.
         let mut settings = self.settings.clone();
-        settings.amqp.url = axn_worker::config::Secret::new(AMQP_URL);
+        settings.amqp.url = axn_worker::config::AmqpUrl::one(AMQP_URL);
         let cleaner = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

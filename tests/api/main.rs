@@ -11,6 +11,7 @@ mod call_record;
 mod cli;
 mod cluster;
 mod deploy;
+mod failover;
 mod failures;
 mod faults;
 mod helpers;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axn_worker::config::{QueueKind, RedisUrl, Secret};
+use axn_worker::config::{AmqpUrl, QueueKind, RedisUrl, Secret};
 use redis::AsyncCommands;
 
 use crate::{
@@ -34,7 +34,7 @@ async fn publishes_blocked_longer_than_the_handler_timeout_publish_once() {
     let proxy = Proxy::start("127.0.0.1:5672").await;
     let id = unique_id();
     let mut settings = test_settings(&id);
-    settings.amqp.url = Secret::new(proxy.amqp_url());
+    settings.amqp.url = AmqpUrl::one(proxy.amqp_url());
     settings.queues.call_record.timeout_secs = 1;
     settings.queues.call_record.retry_delays_ms = vec![100];
     settings.queues.call_record.max_attempts = 50;
@@ -73,7 +73,7 @@ async fn a_mark_that_cannot_be_written_after_the_confirm_never_publishes_again()
     let proxy = Proxy::start("127.0.0.1:5672").await;
     let id = unique_id();
     let mut settings = test_settings(&id);
-    settings.amqp.url = Secret::new(proxy.amqp_url());
+    settings.amqp.url = AmqpUrl::one(proxy.amqp_url());
     settings.redis.url = RedisUrl::Single(Secret::new(url));
     settings.queues.call_record.timeout_secs = 2;
     settings.queues.call_record.retry_delays_ms = vec![200];
@@ -134,7 +134,7 @@ async fn sigterm_with_a_silent_broker_exits_within_the_grace_period() {
     settings.shutdown.grace_period_secs = 2;
     let mut app = TestApp::connect(id, settings.clone()).await.start().await;
     app.stop().await.unwrap();
-    settings.amqp.url = Secret::new(proxy.amqp_url());
+    settings.amqp.url = AmqpUrl::one(proxy.amqp_url());
     let mut worker = crate::helpers::WorkerProcess::start(&settings).await;
     proxy.stall();
     let asked = std::time::Instant::now();
@@ -157,7 +157,7 @@ async fn records_waiting_for_their_confirm_hold_no_handler_slot() {
     let proxy = Proxy::start("127.0.0.1:5672").await;
     let id = unique_id();
     let mut settings = test_settings(&id);
-    settings.amqp.url = Secret::new(proxy.amqp_url());
+    settings.amqp.url = AmqpUrl::one(proxy.amqp_url());
     settings.queues.call_record.concurrency = 1;
     settings.queues.call_record.prefetch = 10;
     settings.queues.call_record.timeout_secs = 30;

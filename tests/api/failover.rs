@@ -1,0 +1,229 @@
+//! The engines SREs run for failover: a RabbitMQ address list and a Redis
+//! master followed through Sentinel. Every server is the test's own, on
+//! spare ports, killed when the test ends (pass or fail).
+
+use std::time::{Duration, Instant};
+
+use axn_worker::config::{AmqpUrl, QueueKind, RedisUrl, Secret, SentinelSettings};
+use redis::AsyncCommands;
+
+use crate::{
+    helpers::{DEADLINE, TestApp, spawn_app_with, test_settings, unique_id},
+    lifecycle::{own_redis_with, spare_port},
+};
+
+/// `[amqp] url` as a list: a node that refuses connections is skipped and the
+/// worker connects to the next; the error of a list where none answers names
+/// each node, without credentials.
+#[tokio::test]
+async fn an_address_list_skips_a_node_that_does_not_answer() {
+    let dead = spare_port();
+    let app = spawn_app_with(|s| {
+        s.amqp.url = AmqpUrl::Nodes(vec![
+            Secret::new(format!("amqp://guest:guest@127.0.0.1:{dead}/%2f")),
+            Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+        ]);
+    })
+    .await;
+    app.publish(QueueKind::Blacklist, b"not json").await;
+    app.take(&app.dlq(QueueKind::Blacklist)).await;
+
+    let mut s = test_settings(&unique_id());
+    let other = spare_port();
+    s.amqp.url = AmqpUrl::Nodes(vec![
+        Secret::new(format!("amqp://guest:secret-pw@127.0.0.1:{dead}/%2f")),
+        Secret::new(format!("amqp://guest:secret-pw@127.0.0.1:{other}/%2f")),
+    ]);
+    s.amqp.connect_timeout_secs = 2;
+    let Err(err) = axn_worker::amqp::connect(&s, "axn-test").await else {
+        panic!("no node answers, yet it connected");
+    };
+    let err = err.to_string();
+    assert!(err.contains(&format!("127.0.0.1:{dead}")), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{other}")), "{err}");
+    assert!(!err.contains("secret-pw"), "{err}");
+}
+
+/// A sentinel of the test's own on `port`, watching `master` at
+/// 127.0.0.1:`master_port` (quorum 2, down after 1 s); killed when dropped.
+async fn own_sentinel(
+    dir: &std::path::Path,
+    port: u16,
+    master: &str,
+    master_port: u16,
+) -> tokio::process::Child {
+    let conf = dir.join(format!("sentinel-{port}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {master} 127.0.0.1 {master_port} 2\nsentinel down-after-milliseconds {master} 1000\nsentinel failover-timeout {master} 5000\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    tokio::process::Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server is installed")
+}
+
+async fn sentinel_query(port: u16, args: &[&str]) -> Option<redis::Value> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    let mut cmd = redis::cmd("SENTINEL");
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut c).await.ok()
+}
+
+/// The master's port according to the sentinel on `port`.
+async fn master_port(port: u16, master: &str) -> Option<u16> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+        .arg("get-master-addr-by-name")
+        .arg(master)
+        .query_async(&mut c)
+        .await
+        .ok()?;
+    addr.map(|(_, p)| p)
+}
+
+async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `[redis] url = { sentinels, master_name }`: the worker finds the master
+/// through the sentinels, and when the master dies and the sentinels promote
+/// its replica, the worker follows: what arrives after the failover is
+/// applied on the new master, and the worker is ready again.
+#[tokio::test]
+async fn the_worker_follows_a_sentinel_failover() {
+    let id = unique_id();
+    let dir = std::env::temp_dir().join(format!("axn-sentinel-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let name = format!("axn-{id}");
+    let (mport, rport) = (spare_port(), spare_port());
+    let mut master = own_redis_with(mport, &["--appendonly", "no"]).await;
+    let _replica = own_redis_with(
+        rport,
+        &[
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            &mport.to_string(),
+        ],
+    )
+    .await;
+    let sports = [spare_port(), spare_port(), spare_port()];
+    let mut _sentinels = Vec::new();
+    for p in sports {
+        _sentinels.push(own_sentinel(&dir, p, &name, mport).await);
+    }
+    // Each sentinel knows the replica and the two other sentinels.
+    until(
+        "the sentinels see the replica and each other",
+        DEADLINE,
+        async || {
+            for p in sports {
+                let replicas = sentinel_query(p, &["replicas", &name]).await;
+                let others = sentinel_query(p, &["sentinels", &name]).await;
+                let len = |v: Option<redis::Value>| match v {
+                    Some(redis::Value::Array(a)) => a.len(),
+                    _ => 0,
+                };
+                if len(replicas) != 1 || len(others) != 2 {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+
+    let mut settings = test_settings(&id);
+    settings.redis.url = RedisUrl::Sentinel(SentinelSettings {
+        sentinels: sports
+            .iter()
+            .map(|p| Secret::new(format!("redis://127.0.0.1:{p}")))
+            .collect(),
+        master_name: name.clone(),
+        username: String::new(),
+        password: Secret::new(""),
+        db: 0,
+    });
+    let mut app = TestApp::connect(id, settings).await;
+    let connect = |port: u16| async move {
+        redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    };
+    app.redis = connect(mport).await;
+    let app = app.start().await;
+
+    let add = |user: u64| {
+        format!(r#"{{"private_number":"13470110001","action":"add","userid":{user},"type":0}}"#)
+            .into_bytes()
+    };
+    app.publish(QueueKind::Blacklist, &add(1)).await;
+    let key1 = app.key("PrivateNumber_black:1:0");
+    until("applied on the first master", DEADLINE, async || {
+        app.redis
+            .clone()
+            .exists::<_, bool>(&key1)
+            .await
+            .unwrap_or(false)
+    })
+    .await;
+
+    // Replication is asynchronous: a write the master acknowledged and had
+    // not yet sent to its replica dies with it (docs/scaling.md). The test
+    // kills the master once the replica has the first write.
+    let mut replica = connect(rport).await;
+    until("the replica has the first write", DEADLINE, async || {
+        replica.exists::<_, bool>(&key1).await.unwrap_or(false)
+    })
+    .await;
+    // The master dies; the sentinels promote the replica.
+    master.kill().await.unwrap();
+    until(
+        "the sentinels promote the replica",
+        Duration::from_secs(30),
+        async || master_port(sports[0], &name).await == Some(rport),
+    )
+    .await;
+    app.publish(QueueKind::Blacklist, &add(2)).await;
+    let mut promoted = connect(rport).await;
+    let key2 = app.key("PrivateNumber_black:2:0");
+    until(
+        "applied on the new master",
+        Duration::from_secs(30),
+        async || promoted.exists::<_, bool>(&key2).await.unwrap_or(false),
+    )
+    .await;
+    assert!(
+        promoted.exists::<_, bool>(&key1).await.unwrap(),
+        "what the first master had (replicated) is still there"
+    );
+    app.drained().await;
+    assert_eq!(app.queue_len(&app.dlq(QueueKind::Blacklist)).await, 0);
+    app.wait_ready().await;
+}
