@@ -55,6 +55,20 @@ pub fn specs(settings: &Settings) -> Vec<QueueSpec> {
         for d in delays {
             let mut args = FieldTable::default();
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(d as i64));
+            if q.queue_type == QueueType::Quorum {
+                // A quorum queue dead-letters at most once by default: a
+                // message expiring while its leader moves could be lost on
+                // its way back. At-least-once needs reject-publish (a retry
+                // queue has no length limit, so nothing is ever refused).
+                args.insert(
+                    "x-dead-letter-strategy".into(),
+                    AMQPValue::LongString("at-least-once".into()),
+                );
+                args.insert(
+                    "x-overflow".into(),
+                    AMQPValue::LongString("reject-publish".into()),
+                );
+            }
             args.insert(
                 "x-dead-letter-exchange".into(),
                 AMQPValue::LongString("".into()),
@@ -72,9 +86,16 @@ pub fn specs(settings: &Settings) -> Vec<QueueSpec> {
     }
     let call_log = &settings.publish.call_log;
     if call_log.exchange.is_empty() {
+        let mut arguments = FieldTable::default();
+        if call_log.queue_type == QueueType::Quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
         out.push(QueueSpec {
             name: call_log.routing_key.clone(),
-            arguments: FieldTable::default(),
+            arguments,
             passive: call_log.passive,
         });
     }
@@ -206,6 +227,11 @@ mod tests {
         assert_eq!(
             args.get("x-queue-type"),
             Some(&AMQPValue::LongString("quorum".into()))
+        );
+        assert_eq!(
+            args.get("x-dead-letter-strategy"),
+            Some(&AMQPValue::LongString("at-least-once".into())),
+            "a quorum retry queue dead-letters back at least once"
         );
         assert!(
             !specs

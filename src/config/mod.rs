@@ -180,6 +180,9 @@ pub struct CallLogSettings {
     pub exchange: String,
     pub routing_key: String,
     pub passive: bool,
+    /// The type the worker declares the call-log queue with (default
+    /// exchange only): "quorum" on a cluster, so the events survive a node.
+    pub queue_type: QueueType,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -156,8 +156,28 @@ async fn quorum_queues_work_like_classic_ones() {
         for kind in QueueKind::ALL {
             s.queues.get_mut(kind).queue_type = QueueType::Quorum;
         }
+        s.publish.call_log.queue_type = QueueType::Quorum;
     })
     .await;
+    // A transient failure goes through a quorum retry queue (message TTL,
+    // at-least-once dead-lettering back) and is applied once the cause is gone.
+    let blocker = app.park_in_retry(14, 100).await;
+    let _: () = app.redis.clone().del(&blocker).await.unwrap();
+    app.eventually("applied after its retry", || async {
+        app.redis
+            .clone()
+            .sismember(app.key("PrivateNumber_black:14:0"), "13470110001")
+            .await
+            .unwrap_or(false)
+    })
+    .await;
+    app.put_binding("qq1", 1, 2).await;
+    app.publish(
+        QueueKind::CallRecord,
+        br#"{"subId":"qq1","callId":"qq-call"}"#,
+    )
+    .await;
+    let _ = app.take(&app.call_log_queue()).await;
     app.publish(
         QueueKind::Blacklist,
         br#"{"private_number":"13470110001","action":"add","userid":13,"type":0}"#,
@@ -188,6 +208,16 @@ async fn quorum_queues_work_like_classic_ones() {
         .find(|l| l.starts_with(&format!("{}\t", app.queue(QueueKind::Blacklist))))
         .unwrap();
     assert!(line.ends_with("quorum"), "{line}");
+    for name in [
+        app.call_log_queue(),
+        format!("{}.retry.100ms", app.queue(QueueKind::Blacklist)),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}\t")))
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert!(line.ends_with("quorum"), "{line}");
+    }
 }
 
 /// The broker closes the worker's connection mid-stream: the worker
