@@ -41,6 +41,7 @@ pub fn env(s: &Settings) -> Vec<(String, String)> {
         env.push((at("TIMEOUT_SECS"), q.timeout_secs.to_string()));
         env.push((at("CONCURRENCY"), q.concurrency.to_string()));
         env.push((at("PREFETCH"), q.prefetch.to_string()));
+        env.push((at("QUEUE_TYPE"), queue_type(q.queue_type).into()));
     }
     let url = s.redis.url.to_env();
     let pairs = [
@@ -54,6 +55,10 @@ pub fn env(s: &Settings) -> Vec<(String, String)> {
         (
             "AXN__PUBLISH__CALL_LOG__PASSIVE",
             s.publish.call_log.passive.to_string(),
+        ),
+        (
+            "AXN__PUBLISH__CALL_LOG__QUEUE_TYPE",
+            queue_type(s.publish.call_log.queue_type).into(),
         ),
         (
             "AXN__SHUTDOWN__GRACE_PERIOD_SECS",
@@ -112,4 +117,12 @@ pub async fn delete_keys(settings: &Settings) -> anyhow::Result<()> {
         let _: () = c.del(chunk).await?;
     }
     Ok(())
+}
+
+/// A queue type as the configuration writes it.
+fn queue_type(t: crate::config::QueueType) -> &'static str {
+    match t {
+        crate::config::QueueType::Classic => "classic",
+        crate::config::QueueType::Quorum => "quorum",
+    }
 }

@@ -227,3 +227,132 @@ async fn the_worker_follows_a_sentinel_failover() {
     assert_eq!(app.queue_len(&app.dlq(QueueKind::Blacklist)).await, 0);
     app.wait_ready().await;
 }
+
+/// Quorum queues on a three-node RabbitMQ cluster of the test's own: a
+/// mixed stream of all four kinds; the node the worker is connected to is
+/// stopped mid-stream; the worker moves to another node of its list and the
+/// Redis state is exactly that of one in-order run, no dead letters, every
+/// call-log event there (a copy more is the contract's one allowed
+/// duplicate). About a minute, most of it starting the cluster, so it runs
+/// only when asked: `cargo test --locked --workspace -- --ignored rabbitmq_cluster`,
+/// or `AXN_CLUSTER_TESTS=1 .ci/run` (README, "Tests").
+#[tokio::test]
+#[ignore = "starts a three-node RabbitMQ cluster (about a minute): run with -- --ignored, or AXN_CLUSTER_TESTS=1 .ci/run"]
+async fn a_rabbitmq_cluster_node_lost_mid_stream_loses_nothing() {
+    use crate::{
+        faults::{events, mixed_stream, reference_state, state},
+        helpers::WorkerProcess,
+        rabbit_cluster::RabbitCluster,
+    };
+    use axn_worker::config::QueueType;
+    assert!(
+        RabbitCluster::available(),
+        "RabbitMQ's scripts are not in /usr/lib/rabbitmq/bin"
+    );
+    let started = Instant::now();
+    let id = unique_id();
+    let tag = id.clone();
+    let cluster = tokio::task::spawn_blocking(move || RabbitCluster::start(&tag))
+        .await
+        .unwrap();
+    let urls = cluster.urls();
+    let mut settings = test_settings(&id);
+    settings.amqp.url = AmqpUrl::Nodes(urls.iter().map(Secret::new).collect());
+    for kind in QueueKind::ALL {
+        settings.queues.get_mut(kind).queue_type = QueueType::Quorum;
+    }
+    settings.publish.call_log.queue_type = QueueType::Quorum;
+
+    // The test publishes and reads through node 2, which stays up.
+    let mut app = TestApp::connect(id, settings.clone()).await;
+    app.amqp = lapin::Connection::connect(&urls[1], lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    app.channel = app.amqp.create_channel().await.unwrap();
+    app.channel
+        .confirm_select(Default::default())
+        .await
+        .unwrap();
+    const N: usize = 800;
+    let stream = mixed_stream(&app, N, 1).await;
+    // A process of its own: it connects to the first node of its list.
+    let worker = WorkerProcess::start(&settings).await;
+    let (first, rest) = stream.messages.split_at(N / 2);
+    for (kind, body) in first {
+        app.publish(*kind, body).await;
+    }
+    // Node 1, the worker's, stops while the rest is published.
+    let stopping = std::sync::Arc::new(cluster);
+    let c = std::sync::Arc::clone(&stopping);
+    let stop = tokio::task::spawn_blocking(move || c.stop_node(0));
+    for (kind, body) in rest {
+        app.publish(*kind, body).await;
+    }
+    stop.await.unwrap();
+    assert_eq!(stopping.running_nodes(1), 2);
+
+    let want = reference_state(N).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut got = state(&app).await;
+    while got != want {
+        assert!(
+            Instant::now() < deadline,
+            "not the state of one in-order run within 120 s: {} of {} keys differ",
+            got.keys()
+                .chain(want.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter(|k| got.get(*k) != want.get(*k))
+                .count(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        got = state(&app).await;
+    }
+    assert_eq!(worker_ready(&worker).await, 200, "ready on the other nodes");
+    // It was on node 1 and lost it: one reconnection, to another node.
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], worker.port).into();
+    let page = crate::helpers::http_get(addr, "/metrics").await.1;
+    assert_eq!(
+        crate::operate::metric(&page, "axn_broker_reconnects_total"),
+        1.0,
+        "the worker reconnected once"
+    );
+    for kind in QueueKind::ALL {
+        assert_eq!(
+            app.queue_len(&app.dlq(kind)).await,
+            0,
+            "{kind} dead letters"
+        );
+    }
+    // Every event, once (or twice: a record whose confirm the lost node
+    // never sent is published again, which downstream drops by message_id).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let evs = events(&app).await;
+    let missing: Vec<&String> = stream
+        .call_ids
+        .iter()
+        .filter(|c| !evs.contains_key(*c))
+        .collect();
+    assert!(missing.is_empty(), "events missing: {missing:?}");
+    let duplicated: usize = evs.values().map(|c| c - 1).sum();
+    let prefetch = settings.queues.call_record.prefetch as usize;
+    assert!(duplicated <= prefetch, "{duplicated} duplicates");
+    println!(
+        "FIGURES rabbitmq-cluster: sent {N}, lost 0, duplicated events {duplicated}, cluster start {:.1} s, whole test {:.1} s",
+        stopping.startup_secs,
+        started.elapsed().as_secs_f64()
+    );
+    drop(worker);
+}
+
+async fn worker_ready(w: &crate::helpers::WorkerProcess) -> u16 {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let s = w.readyz().await;
+        if s == 200 || Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -205,12 +205,12 @@ async fn redis_dies_for_seconds_mid_stream() {
 /// A mixed stream whose effects are independent of order: blacklist adds,
 /// one phone change per user, one call record per callId (on seeded
 /// bindings), one unbind per binding. `copies` of each message.
-struct Stream {
-    messages: Vec<(QueueKind, Vec<u8>)>,
-    call_ids: Vec<String>,
+pub(crate) struct Stream {
+    pub messages: Vec<(QueueKind, Vec<u8>)>,
+    pub call_ids: Vec<String>,
 }
 
-async fn mixed_stream(app: &TestApp, n: usize, copies: usize) -> Stream {
+pub(crate) async fn mixed_stream(app: &TestApp, n: usize, copies: usize) -> Stream {
     let mut messages = Vec::new();
     let mut call_ids = Vec::new();
     for i in 0..n {
@@ -237,7 +237,7 @@ async fn mixed_stream(app: &TestApp, n: usize, copies: usize) -> Stream {
 /// Every key under the app's prefix, as comparable text: timestamps that
 /// depend on when a message ran (unboundAt, first-seen scores, the unbound
 /// index) are blanked; TTLs are left out.
-async fn state(app: &TestApp) -> BTreeMap<String, String> {
+pub(crate) async fn state(app: &TestApp) -> BTreeMap<String, String> {
     let mut r = app.redis.clone();
     let prefix = &app.settings.redis.key_prefix;
     let mut keys: Vec<String> = Vec::new();
@@ -296,7 +296,7 @@ async fn state(app: &TestApp) -> BTreeMap<String, String> {
 }
 
 /// Every callId's event, counting copies.
-async fn events(app: &TestApp) -> BTreeMap<String, usize> {
+pub(crate) async fn events(app: &TestApp) -> BTreeMap<String, usize> {
     let q = app.call_log_queue();
     let n = app.queue_len(&q).await as usize;
     let mut out = BTreeMap::new();
@@ -309,7 +309,7 @@ async fn events(app: &TestApp) -> BTreeMap<String, usize> {
 
 /// Applies the stream once, in order, with one in-process worker: the
 /// reference state.
-async fn reference_state(n: usize) -> BTreeMap<String, String> {
+pub(crate) async fn reference_state(n: usize) -> BTreeMap<String, String> {
     let app = spawn_app().await;
     let stream = mixed_stream(&app, n, 1).await;
     for (kind, body) in &stream.messages {

@@ -26,5 +26,6 @@ mod phone_history;
 mod platform;
 mod proxy;
 mod publish_targets;
+mod rabbit_cluster;
 mod raw_amqp;
 mod xb_unbind;
