@@ -185,6 +185,7 @@ fn process(
                 turn.ready().await;
                 let started = std::time::Instant::now();
                 let timeout = q.settings.timeout();
+                let generation = ctx.store.generation();
                 let applying = Box::pin(handlers::apply(job, &ctx, &history));
                 let parts = match tokio::time::timeout(timeout, applying).await {
                     Ok(parts) => parts,
@@ -192,6 +193,7 @@ fn process(
                         format!("handler timed out after {} s", timeout.as_secs()),
                     )))],
                 };
+                let parts = replicated(&ctx, generation, parts).await;
                 q.metrics
                     .handled(outcome_label(&parts), started.elapsed().as_secs_f64());
                 Box::pin(settle(&q, &ctx, &acks, delivery, &history, parts)).await;
@@ -199,6 +201,35 @@ fn process(
             }
             .instrument(span);
             tracker.spawn(fut);
+        }
+    }
+}
+
+/// With `[redis] wait_for_replicas`, the applied parts of a message count
+/// only once replicas hold their writes; if they do not in time, those parts
+/// become transient failures and the message is retried (after a failover,
+/// on the new master; applying again is harmless).
+async fn replicated(ctx: &Ctx, generation: u64, parts: Vec<Part>) -> Vec<Part> {
+    if !parts
+        .iter()
+        .any(|p| matches!(p.outcome, Outcome::Applied(_)))
+    {
+        return parts;
+    }
+    match ctx.store.wait_for_replicas(generation).await {
+        Ok(()) => parts,
+        Err(e) => {
+            let why = format!("Redis replicas do not hold the writes: {e}");
+            parts
+                .into_iter()
+                .map(|p| match p.outcome {
+                    Outcome::Applied(_) => Part {
+                        outcome: Outcome::Failed(HandlerError::transient(why.clone())),
+                        ..p
+                    },
+                    _ => p,
+                })
+                .collect()
         }
     }
 }

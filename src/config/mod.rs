@@ -74,6 +74,11 @@ pub struct RedisSettings {
     pub response_timeout_ms: u64,
     pub unbound_retention_secs: u64,
     pub calllog_dedupe_ttl_secs: u64,
+    /// Replicas that must hold a message's writes before it is acknowledged
+    /// (Redis `WAIT`); 0: do not wait.
+    pub wait_for_replicas: u32,
+    /// How long to wait for them; longer is a transient failure.
+    pub wait_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

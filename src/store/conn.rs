@@ -103,6 +103,10 @@ impl Store {
         Ok(Store {
             backend,
             keys: Keys::new(settings.key_prefix.clone()),
+            replicas: Arc::new(ReplicaWait::new(
+                settings.wait_for_replicas,
+                Duration::from_millis(settings.wait_timeout_ms),
+            )),
             signing_key: Default::default(),
         })
     }
@@ -173,5 +177,92 @@ impl Store {
     pub async fn ping(&self) -> redis::RedisResult<()> {
         let mut c = self.conn().await?;
         redis::cmd("PING").query_async::<()>(&mut c).await
+    }
+}
+
+/// Waits until replicas hold what this process wrote (Redis `WAIT`). `WAIT`
+/// covers every write sent before it on the connection, and the worker's
+/// writes share one connection, so one `WAIT` answers every message whose
+/// writes had returned when it was sent: concurrent callers share it
+/// instead of queueing one each behind each other.
+pub(super) struct ReplicaWait {
+    replicas: u32,
+    timeout: Duration,
+    /// Callers so far (each has finished its writes when it counts itself).
+    started: std::sync::atomic::AtomicU64,
+    /// The count a successful `WAIT` covered; held while one is in flight.
+    covered: tokio::sync::Mutex<u64>,
+}
+
+impl ReplicaWait {
+    fn new(replicas: u32, timeout: Duration) -> Self {
+        ReplicaWait {
+            replicas,
+            timeout,
+            started: Default::default(),
+            covered: tokio::sync::Mutex::new(0),
+        }
+    }
+}
+
+impl Store {
+    /// Which master the writes go to: changes when a Sentinel failover moved
+    /// the worker to another one (always 0 otherwise).
+    pub fn generation(&self) -> u64 {
+        match &self.backend {
+            Backend::Sentinel(s) => s.generation(),
+            _ => 0,
+        }
+    }
+
+    /// After a message's writes, made since [`generation`](Self::generation)
+    /// read `generation`: returns once `[redis] wait_for_replicas` replicas
+    /// hold them (at once when 0), or an error saying how many did. A WAIT
+    /// on another master than the writes' proves nothing: if the worker
+    /// moved meanwhile, that is an error too.
+    pub async fn wait_for_replicas(&self, generation: u64) -> redis::RedisResult<()> {
+        use std::sync::atomic::Ordering;
+        let w = &self.replicas;
+        if w.replicas == 0 || self.is_cluster() {
+            return Ok(());
+        }
+        let moved = || {
+            redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the Redis master changed while the message was applied",
+            ))
+        };
+        if self.generation() != generation {
+            return Err(moved());
+        }
+        let mine = w.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut covered = w.covered.lock().await;
+        if *covered >= mine {
+            return Ok(());
+        }
+        // Everyone counted so far had finished writing: this WAIT covers them.
+        let upto = w.started.load(Ordering::SeqCst);
+        let mut c = self.conn().await?;
+        if self.generation() != generation {
+            return Err(moved());
+        }
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(w.replicas)
+            .arg(w.timeout.as_millis() as u64)
+            .query_async(&mut c)
+            .await?;
+        if acked < w.replicas {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "writes not yet on enough replicas",
+                format!(
+                    "{acked} of {} replicas within {} ms",
+                    w.replicas,
+                    w.timeout.as_millis()
+                ),
+            )));
+        }
+        *covered = upto;
+        Ok(())
     }
 }

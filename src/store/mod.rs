@@ -36,6 +36,8 @@ use crate::amqp::headers::SigningKey;
 pub struct Store {
     backend: Backend,
     keys: Keys,
+    /// Writes acknowledged by replicas (`WAIT`), shared by concurrent messages.
+    replicas: Arc<conn::ReplicaWait>,
     /// The header-signing key, once read from Redis (it never changes).
     signing_key: Arc<std::sync::OnceLock<SigningKey>>,
 }

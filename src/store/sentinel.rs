@@ -33,6 +33,8 @@ pub struct SentinelBackend {
     master: Mutex<Option<(String, ConnectionManager, Instant)>>,
     /// One question to the sentinels at a time, on a kept connection.
     sentinel: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// Masters moved to so far.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl SentinelBackend {
@@ -43,7 +45,13 @@ impl SentinelBackend {
             response,
             master: Mutex::new(None),
             sentinel: tokio::sync::Mutex::new(None),
+            generation: Default::default(),
         }
+    }
+
+    /// Changes each time the worker moves to another master.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn current(&self, fresh_only: bool) -> Option<ConnectionManager> {
@@ -86,6 +94,8 @@ impl SentinelBackend {
         }
         let conn = self.manager(&addr)?;
         if m.is_some() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tracing::warn!(master = %addr, "the Sentinel master moved: following it");
         } else {
             tracing::info!(master = %addr, "Redis master found through Sentinel");

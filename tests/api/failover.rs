@@ -101,12 +101,16 @@ async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool
     }
 }
 
-/// `[redis] url = { sentinels, master_name }`: the worker finds the master
-/// through the sentinels, and when the master dies and the sentinels promote
-/// its replica, the worker follows: what arrives after the failover is
-/// applied on the new master, and the worker is ready again.
+/// `[redis] url = { sentinels, master_name }` with `wait_for_replicas = 1`:
+/// a master, two replicas and three sentinels of the test's own; a mixed
+/// stream of the four kinds; the master killed (SIGKILL) mid-stream. The
+/// sentinels promote a replica, the worker follows it, and the state on the
+/// new master is exactly that of one in-order run, with no dead letters and
+/// every call-log event: nothing a message was acknowledged for died with
+/// the old master.
 #[tokio::test]
-async fn the_worker_follows_a_sentinel_failover() {
+async fn a_sentinel_failover_mid_stream_loses_nothing() {
+    use crate::faults::{events, mixed_stream, reference_state, state};
     let id = unique_id();
     let dir = std::env::temp_dir().join(format!("axn-sentinel-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -118,37 +122,44 @@ async fn the_worker_follows_a_sentinel_failover() {
     }
     let _cleanup = Cleanup(dir.clone());
     let name = format!("axn-{id}");
-    let (mport, rport) = (spare_port(), spare_port());
+    let mport = spare_port();
     let mut master = own_redis_with(mport, &["--appendonly", "no"]).await;
-    let _replica = own_redis_with(
-        rport,
-        &[
-            "--appendonly",
-            "no",
-            "--replicaof",
-            "127.0.0.1",
-            &mport.to_string(),
-        ],
-    )
-    .await;
+    let mut replicas = Vec::new();
+    let mut rports = Vec::new();
+    for _ in 0..2 {
+        let p = spare_port();
+        replicas.push(
+            own_redis_with(
+                p,
+                &[
+                    "--appendonly",
+                    "no",
+                    "--replicaof",
+                    "127.0.0.1",
+                    &mport.to_string(),
+                ],
+            )
+            .await,
+        );
+        rports.push(p);
+    }
     let sports = [spare_port(), spare_port(), spare_port()];
     let mut _sentinels = Vec::new();
     for p in sports {
         _sentinels.push(own_sentinel(&dir, p, &name, mport).await);
     }
-    // Each sentinel knows the replica and the two other sentinels.
     until(
-        "the sentinels see the replica and each other",
+        "the sentinels see both replicas and each other",
         DEADLINE,
         async || {
             for p in sports {
-                let replicas = sentinel_query(p, &["replicas", &name]).await;
-                let others = sentinel_query(p, &["sentinels", &name]).await;
                 let len = |v: Option<redis::Value>| match v {
                     Some(redis::Value::Array(a)) => a.len(),
                     _ => 0,
                 };
-                if len(replicas) != 1 || len(others) != 2 {
+                if len(sentinel_query(p, &["replicas", &name]).await) != 2
+                    || len(sentinel_query(p, &["sentinels", &name]).await) != 2
+                {
                     return false;
                 }
             }
@@ -168,7 +179,15 @@ async fn the_worker_follows_a_sentinel_failover() {
         password: Secret::new(""),
         db: 0,
     });
-    let mut app = TestApp::connect(id, settings).await;
+    settings.redis.wait_for_replicas = 1;
+    settings.redis.response_timeout_ms = 1000;
+    settings.redis.connect_timeout_ms = 500;
+    // Enough retries to outlast the failover (~2-3 s here).
+    for kind in QueueKind::ALL {
+        let q = settings.queues.get_mut(kind);
+        q.retry_delays_ms = vec![200, 500, 1000];
+        q.max_attempts = 30;
+    }
     let connect = |port: u16| async move {
         redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
             .unwrap()
@@ -176,56 +195,168 @@ async fn the_worker_follows_a_sentinel_failover() {
             .await
             .unwrap()
     };
+    let mut app = TestApp::connect(id, settings).await;
     app.redis = connect(mport).await;
-    let app = app.start().await;
+    let mut app = app.start().await;
 
-    let add = |user: u64| {
-        format!(r#"{{"private_number":"13470110001","action":"add","userid":{user},"type":0}}"#)
-            .into_bytes()
-    };
-    app.publish(QueueKind::Blacklist, &add(1)).await;
-    let key1 = app.key("PrivateNumber_black:1:0");
-    until("applied on the first master", DEADLINE, async || {
-        app.redis
-            .clone()
-            .exists::<_, bool>(&key1)
-            .await
-            .unwrap_or(false)
-    })
-    .await;
-
-    // Replication is asynchronous: a write the master acknowledged and had
-    // not yet sent to its replica dies with it (docs/scaling.md). The test
-    // kills the master once the replica has the first write.
-    let mut replica = connect(rport).await;
-    until("the replica has the first write", DEADLINE, async || {
-        replica.exists::<_, bool>(&key1).await.unwrap_or(false)
-    })
-    .await;
-    // The master dies; the sentinels promote the replica.
+    const N: usize = 400;
+    let stream = mixed_stream(&app, N, 1).await;
+    // The bindings the test wrote are on both replicas before anything dies.
+    let _: u32 = redis::cmd("WAIT")
+        .arg(2)
+        .arg(5000)
+        .query_async(&mut app.redis)
+        .await
+        .unwrap();
+    let (first, rest) = stream.messages.split_at(N / 2);
+    for (kind, body) in first {
+        app.publish(*kind, body).await;
+    }
     master.kill().await.unwrap();
+    for (kind, body) in rest {
+        app.publish(*kind, body).await;
+    }
+    let mut promoted = None;
     until(
-        "the sentinels promote the replica",
+        "the sentinels promote a replica",
         Duration::from_secs(30),
-        async || master_port(sports[0], &name).await == Some(rport),
+        async || {
+            promoted = master_port(sports[0], &name)
+                .await
+                .filter(|p| rports.contains(p));
+            promoted.is_some()
+        },
     )
     .await;
-    app.publish(QueueKind::Blacklist, &add(2)).await;
-    let mut promoted = connect(rport).await;
-    let key2 = app.key("PrivateNumber_black:2:0");
-    until(
-        "applied on the new master",
-        Duration::from_secs(30),
-        async || promoted.exists::<_, bool>(&key2).await.unwrap_or(false),
+    app.redis = connect(promoted.unwrap()).await;
+
+    let want = reference_state(N).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut got = state(&app).await;
+    while got != want {
+        assert!(
+            Instant::now() < deadline,
+            "not the state of one in-order run within 90 s: {} of {} keys differ, e.g. {:?}",
+            got.keys()
+                .chain(want.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter(|k| got.get(*k) != want.get(*k))
+                .count(),
+            want.len(),
+            got.keys()
+                .chain(want.keys())
+                .find(|k| got.get(*k) != want.get(*k))
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        got = state(&app).await;
+    }
+    app.drained().await;
+    for kind in QueueKind::ALL {
+        assert_eq!(
+            app.queue_len(&app.dlq(kind)).await,
+            0,
+            "{kind} dead letters"
+        );
+    }
+    let evs = events(&app).await;
+    let missing: Vec<&String> = stream
+        .call_ids
+        .iter()
+        .filter(|c| !evs.contains_key(*c))
+        .collect();
+    assert!(missing.is_empty(), "events missing: {missing:?}");
+    let duplicated: usize = evs.values().map(|c| c - 1).sum();
+    println!("FIGURES sentinel-failover: sent {N}, lost 0, duplicated events {duplicated}");
+    app.wait_ready().await;
+}
+
+/// `[redis] wait_for_replicas = 1`: a message counts as applied only once a
+/// replica holds its writes. With the replica stopped (SIGSTOP) the writes
+/// are on the master but the message is retried, not acknowledged as
+/// applied; once the replica answers again it is, and nothing is
+/// dead-lettered.
+#[tokio::test]
+async fn a_message_waits_for_a_replica_before_it_counts_as_applied() {
+    use crate::operate::metric;
+    let (mport, rport) = (spare_port(), spare_port());
+    let _master = own_redis_with(mport, &["--appendonly", "no"]).await;
+    let replica = own_redis_with(
+        rport,
+        &[
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            &mport.to_string(),
+        ],
     )
     .await;
-    assert!(
-        promoted.exists::<_, bool>(&key1).await.unwrap(),
-        "what the first master had (replicated) is still there"
-    );
+    let mut m = redis::Client::open(format!("redis://127.0.0.1:{mport}/0"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    until("the replica is in sync", DEADLINE, async || {
+        redis::cmd("WAIT")
+            .arg(1)
+            .arg(100)
+            .query_async::<u32>(&mut m)
+            .await
+            .unwrap_or(0)
+            == 1
+    })
+    .await;
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    settings.redis.url = RedisUrl::single(format!("redis://127.0.0.1:{mport}/0"));
+    settings.redis.wait_for_replicas = 1;
+    settings.redis.wait_timeout_ms = 200;
+    settings.queues.blacklist.retry_delays_ms = vec![100];
+    settings.queues.blacklist.max_attempts = 100;
+    let mut app = TestApp::connect(id, settings).await;
+    app.redis = m.clone();
+    let app = app.start().await;
+    let pid = replica.id().unwrap().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    app.publish(
+        QueueKind::Blacklist,
+        br#"{"private_number":"13470110001","action":"add","userid":5,"type":0}"#,
+    )
+    .await;
+    let key = app.key("PrivateNumber_black:5:0");
+    let applied = r#"axn_handler_duration_seconds_count{queue="blacklist",outcome="applied"}"#;
+    let transient = r#"axn_handler_duration_seconds_count{queue="blacklist",outcome="transient"}"#;
+    until(
+        "written on the master, retried, not counted as applied",
+        DEADLINE,
+        async || {
+            let page = app.get("/metrics").await.unwrap().1;
+            m.sismember::<_, _, bool>(&key, "13470110001")
+                .await
+                .unwrap_or(false)
+                && metric(&page, transient) >= 2.0
+                && metric(&page, applied) == 0.0
+        },
+    )
+    .await;
+    signal("-CONT");
+    until("applied once the replica holds it", DEADLINE, async || {
+        let page = app.get("/metrics").await.unwrap().1;
+        metric(&page, applied) == 1.0
+    })
+    .await;
     app.drained().await;
     assert_eq!(app.queue_len(&app.dlq(QueueKind::Blacklist)).await, 0);
-    app.wait_ready().await;
 }
 
 /// Quorum queues on a three-node RabbitMQ cluster of the test's own: a
