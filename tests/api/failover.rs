@@ -268,6 +268,17 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
     assert!(missing.is_empty(), "events missing: {missing:?}");
     let duplicated: usize = evs.values().map(|c| c - 1).sum();
     println!("FIGURES sentinel-failover: sent {N}, lost 0, duplicated events {duplicated}");
+    // The binding API keeps working on the new master too.
+    let numbers = crate::platform::seed_pool(&app, 1, 17300000001, 1).await;
+    crate::platform::set_phone(&app, 77, "13800000077").await;
+    let v = crate::platform::call(
+        app.addr,
+        false,
+        "BindAxNumber",
+        &format!("userid=77&private_number={}", numbers[0]),
+    )
+    .await;
+    assert!(crate::platform::ok(&v), "{v}");
     app.wait_ready().await;
 }
 

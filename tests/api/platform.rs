@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, WorkerProcess, http_get, spawn_app, test_settings, unique_id};
 
 /// GET an operation of base path A (`b` false) or B with a query string.
-async fn call(addr: std::net::SocketAddr, b: bool, op: &str, query: &str) -> Value {
+pub(crate) async fn call(addr: std::net::SocketAddr, b: bool, op: &str, query: &str) -> Value {
     let base = if b { BASE_B } else { BASE_A };
     let (status, body) = http_get(addr, &format!("{base}/{op}?{query}")).await;
     assert_eq!(status, 200, "{op}: {body}");
@@ -25,7 +25,7 @@ async fn call(addr: std::net::SocketAddr, b: bool, op: &str, query: &str) -> Val
 }
 
 /// Numbers 17000000001.. of `platform`, imported into the app's pool.
-async fn seed_pool(app: &TestApp, platform: u32, first: u64, n: u64) -> Vec<String> {
+pub(crate) async fn seed_pool(app: &TestApp, platform: u32, first: u64, n: u64) -> Vec<String> {
     let store = Store::new(&app.settings.redis).unwrap();
     let entries: Vec<Entry> = (0..n)
         .map(|i| Entry {
@@ -39,7 +39,7 @@ async fn seed_pool(app: &TestApp, platform: u32, first: u64, n: u64) -> Vec<Stri
     entries.into_iter().map(|e| e.number).collect()
 }
 
-async fn set_phone(app: &TestApp, user: u64, phone: &str) {
+pub(crate) async fn set_phone(app: &TestApp, user: u64, phone: &str) {
     let _: () = app
         .redis
         .clone()
@@ -48,7 +48,7 @@ async fn set_phone(app: &TestApp, user: u64, phone: &str) {
         .unwrap();
 }
 
-fn ok(v: &Value) -> bool {
+pub(crate) fn ok(v: &Value) -> bool {
     v["ResultCode"] == 2000
 }
 
