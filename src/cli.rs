@@ -72,6 +72,12 @@ enum Command {
     /// Print the worker's queues as a RabbitMQ definitions file, for brokers
     /// whose topology SREs own (import it, then run with passive = true).
     Definitions(ops::definitions::DefinitionsArgs),
+    /// Check messages offline with the worker's own parser: each gets
+    /// "accepted" or the reason it would be dead-lettered for. Publishes
+    /// nothing. Input: one JSON document, or one message per line.
+    ///
+    /// Example: axn-worker validate blacklist messages.jsonl
+    Validate(ops::validate::ValidateArgs),
 }
 
 /// Loads the settings and runs the command (the worker by default).
@@ -101,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pool(c) => rt.block_on(c.run(&settings)),
         Command::Simulate(c) => rt.block_on(c.run(&settings)),
         Command::Definitions(args) => args.run(&settings),
+        Command::Validate(args) => args.run(&settings),
     }
 }
 

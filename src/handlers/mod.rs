@@ -14,7 +14,8 @@ pub mod call_record;
 pub mod fields;
 pub mod phone_history;
 #[cfg(test)]
-mod proptests;
+pub(crate) mod proptests;
+pub mod schema;
 pub mod xb_unbind;
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};

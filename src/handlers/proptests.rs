@@ -52,6 +52,7 @@ fn field_value() -> impl Strategy<Value = Value> {
         1 => any::<i64>().prop_map(|n| json!(n)),
         1 => prop_oneof![Just("add"), Just("delete"), Just("ADD"), Just("remove")].prop_map(|s| json!(s)),
         1 => Just(Value::Null),
+        1 => prop_oneof![Just(""), Just("  "), Just(" 7 "), Just("0"), Just("1.0")].prop_map(|s| json!(s)),
         1 => json_value(),
     ]
 }
@@ -92,12 +93,88 @@ fn near_message() -> impl Strategy<Value = Value> {
     })
 }
 
+/// The message schemas (src/handlers/schema.rs), compiled once.
+static SCHEMAS: std::sync::LazyLock<Vec<(QueueKind, jsonschema::Validator)>> =
+    std::sync::LazyLock::new(|| {
+        QueueKind::ALL
+            .into_iter()
+            .map(|k| {
+                let v = jsonschema::validator_for(&super::schema::message(k, 1000))
+                    .unwrap_or_else(|e| panic!("the {k} schema compiles: {e}"));
+                (k, v)
+            })
+            .collect()
+    });
+
+pub(super) fn schema_accepts(kind: QueueKind, value: &Value) -> bool {
+    SCHEMAS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .is_some_and(|(_, v)| v.is_valid(value))
+}
+
+/// Messages on which schema and parser may differ by design (see the
+/// schema module): a field given in two spellings; an integer written as a
+/// float (`1.0`), which JSON Schema counts as an integer; 20-digit numbers
+/// near u64's limit.
+fn outside_the_schemas_reach(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => {
+            !n.is_i64() && !n.is_u64() && n.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
+        Value::String(s) => {
+            let t = s.trim().trim_start_matches('0');
+            t.len() >= 20 && t.bytes().all(|b| b.is_ascii_digit())
+        }
+        Value::Array(a) => a.iter().any(outside_the_schemas_reach),
+        Value::Object(m) => {
+            let mut seen = std::collections::HashSet::new();
+            m.keys().any(|k| {
+                !seen.insert(
+                    k.trim_end_matches(':')
+                        .to_ascii_lowercase()
+                        .replace('_', ""),
+                )
+            }) || m.values().any(outside_the_schemas_reach)
+        }
+        _ => false,
+    }
+}
+
+/// A message is accepted when it parses and, for a batch, every record does.
+fn accepted(job: &Job) -> bool {
+    match job {
+        Job::CallRecords(b) => b.0.iter().all(|i| i.record.is_ok()),
+        _ => true,
+    }
+}
+
 fn check(kind: QueueKind, body: &[u8]) -> Result<(), TestCaseError> {
     let limits = super::Limits {
         max_body_bytes: 64 * 1024,
         max_batch_records: 1000,
     };
-    match parse(kind, body, limits) {
+    let parsed = parse(kind, body, limits);
+    // The schema says what the parser says.
+    if let Ok(value) = serde_json::from_slice::<Value>(body)
+        && !outside_the_schemas_reach(&value)
+    {
+        let by_parser = parsed.as_ref().is_ok_and(accepted);
+        let by_schema = schema_accepts(kind, &value);
+        prop_assert_eq!(
+            by_schema,
+            by_parser,
+            "{} schema {} but the parser {}: {}",
+            kind,
+            if by_schema { "accepts" } else { "rejects" },
+            match &parsed {
+                Ok(_) => "accepts".to_owned(),
+                Err(e) => format!("rejects ({e})"),
+            },
+            value
+        );
+    }
+    match parsed {
         Err(HandlerError::Transient(e)) => {
             Err(TestCaseError::fail(format!("transient parse error: {e}")))
         }

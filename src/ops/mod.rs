@@ -36,3 +36,4 @@ pub mod pool;
 pub mod probe;
 pub mod publish;
 pub mod simulate;
+pub mod validate;

@@ -269,3 +269,69 @@ async fn an_over_long_batch_is_dead_lettered_whole() {
         ]
     );
 }
+
+/// The schemas of docs/asyncapi.yaml agree with the parsers on this table:
+/// every malformed message here fails its message schema (or is no JSON at
+/// all, which no schema can accept), and `axn-worker validate` names the
+/// reason the worker dead-letters it for, publishing nothing.
+#[test]
+fn every_malformed_message_fails_its_schema_and_validate_names_its_reason() {
+    for (kind, body, reason) in cases() {
+        // A body's size is the one limit a JSON Schema cannot state (the
+        // AsyncAPI document says it in words; validate checks it).
+        // Nor can it tell 1000.0 from 1000, which the worker rejects
+        // (invalid_field): docs/asyncapi.yaml says both in words.
+        fn integral_float(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::Number(n) => {
+                    !n.is_i64() && !n.is_u64() && n.as_f64().is_some_and(|f| f.fract() == 0.0)
+                }
+                serde_json::Value::Array(a) => a.iter().any(integral_float),
+                serde_json::Value::Object(m) => m.values().any(integral_float),
+                _ => false,
+            }
+        }
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body)
+            && reason != "body_too_large"
+            && !integral_float(&value)
+        {
+            let schema = axn_worker::handlers::schema::message(kind, 1000);
+            let validator = jsonschema::validator_for(&schema).unwrap();
+            let shown: String = value.to_string().chars().take(200).collect();
+            assert!(
+                !validator.is_valid(&value),
+                "{kind}: the schema accepts what the worker dead-letters ({reason}): {shown}"
+            );
+        }
+        let out = std::process::Command::new(crate::helpers::BIN)
+            .args([
+                "--config",
+                crate::helpers::CONFIG,
+                "validate",
+                kind.key(),
+                "-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                // One message per line: a body with a newline is sent as JSON
+                // would be on one line, so only bodies without one are piped.
+                let mut stdin = c.stdin.take().unwrap();
+                let mut line = body.clone();
+                line.retain(|b| *b != b'\n');
+                stdin.write_all(&line)?;
+                drop(stdin);
+                c.wait_with_output()
+            })
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{kind} {reason}: {text}");
+        let shown: String = text.chars().take(300).collect();
+        assert!(
+            text.contains(&format!("rejected: {reason}")),
+            "{kind}: validate says {shown:?}, the worker says {reason}"
+        );
+    }
+}
