@@ -78,6 +78,10 @@ enum Command {
     ///
     /// Example: axn-worker validate blacklist messages.jsonl
     Validate(ops::validate::ValidateArgs),
+    /// Print the worker's channels as an AsyncAPI 3.0 document (queues,
+    /// message schemas with the seed's examples, the headers of moved
+    /// messages), generated from its topology and parsers.
+    Asyncapi(ops::asyncapi::AsyncApiArgs),
 }
 
 /// Loads the settings and runs the command (the worker by default).
@@ -108,6 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(c) => rt.block_on(c.run(&settings)),
         Command::Definitions(args) => args.run(&settings),
         Command::Validate(args) => args.run(&settings),
+        Command::Asyncapi(args) => args.run(&settings),
     }
 }
 

@@ -26,6 +26,7 @@ pub fn write_out(args: std::fmt::Arguments<'_>) {
     }
 }
 
+pub mod asyncapi;
 pub mod check_config;
 pub mod definitions;
 pub mod demo;

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use crate::{
     config::{QueueKind, Settings},
     handlers::{self, Job, Limits},
+    outcome::HandlerError,
     phone::mask_digits_in,
 };
 
@@ -97,25 +98,17 @@ pub fn verdict(settings: &Settings, kind: QueueKind, body: &[u8]) -> String {
     let q = settings.queues.get(kind);
     let limits = Limits::of(q);
     match handlers::parse(kind, body, limits) {
-        Err(e) => format!(
-            "rejected: {} ({})",
-            e.reason().map_or("transient", |r| r.as_str()),
-            mask_digits_in(&e.to_string())
-        ),
+        Err(e) => format!("rejected: {}", why(&e)),
         Ok(Job::CallRecords(batch)) => {
             let bad: Vec<String> = batch
                 .0
                 .iter()
                 .enumerate()
                 .filter_map(|(i, item)| {
-                    item.record.as_ref().err().map(|e| {
-                        format!(
-                            "record {} rejected: {} ({})",
-                            i + 1,
-                            e.reason().map_or("transient", |r| r.as_str()),
-                            mask_digits_in(&e.to_string())
-                        )
-                    })
+                    item.record
+                        .as_ref()
+                        .err()
+                        .map(|e| format!("record {} rejected: {}", i + 1, why(e)))
                 })
                 .collect();
             if bad.is_empty() {
@@ -130,6 +123,17 @@ pub fn verdict(settings: &Settings, kind: QueueKind, body: &[u8]) -> String {
             }
         }
         Ok(_) => "accepted".to_owned(),
+    }
+}
+
+/// `<reason> (<detail>)`, numbers masked: the `axn-reason` and `axn-error`
+/// a dead letter would carry.
+fn why(e: &HandlerError) -> String {
+    match e {
+        HandlerError::Permanent { reason, detail } => {
+            format!("{} ({})", reason.as_str(), mask_digits_in(detail))
+        }
+        HandlerError::Transient(detail) => format!("transient ({})", mask_digits_in(detail)),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod api;
 pub mod ax;
 pub mod carrier;
 pub mod mq;
+pub mod openapi;
 pub mod states;
 pub mod xb;
 
@@ -150,8 +151,14 @@ pub fn router(platform: Arc<Platform>, max_body_bytes: usize) -> Router {
     Router::new()
         .route(&format!("{BASE_A}/{{operation}}"), any(operation_a))
         .route(&format!("{BASE_B}/{{operation}}"), any(operation_b))
+        .route("/openapi.json", axum::routing::get(openapi_json))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(platform)
+}
+
+/// `GET /openapi.json`: the API's OpenAPI 3.1 document.
+async fn openapi_json() -> Json<serde_json::Value> {
+    Json(openapi::document())
 }
 
 async fn operation_a(

@@ -6,6 +6,7 @@
 mod acks;
 mod aliyun;
 mod amqp_input;
+mod asyncapi;
 mod blacklist;
 mod call_record;
 mod cli;

@@ -798,3 +798,89 @@ async fn simulated_callbacks_on_request() {
     })
     .await;
 }
+
+/// `GET /openapi.json`: an OpenAPI 3.1 document of exactly the router's
+/// operations, and the handlers agree with it on what is required: each
+/// operation called without parameters asks for the first required parameter
+/// the document lists (and one with none required answers anyway).
+#[tokio::test]
+async fn the_openapi_document_matches_the_router() {
+    use axn_worker::platform::{OPERATIONS_A, OPERATIONS_B, openapi::OPERATIONS};
+    let app = spawn_app().await;
+    let (status, body) = http_get(app.addr, "/openapi.json").await;
+    assert_eq!(status, 200, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut paths: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let mut want: Vec<String> = OPERATIONS_A
+        .iter()
+        .map(|o| format!("{BASE_A}/{o}"))
+        .chain(OPERATIONS_B.iter().map(|o| format!("{BASE_B}/{o}")))
+        .collect();
+    paths.sort();
+    want.sort();
+    assert_eq!(paths, want, "one path per operation of the router");
+    for op in OPERATIONS {
+        let path = format!("{}/{}", if op.b { BASE_B } else { BASE_A }, op.name);
+        let get = &doc["paths"][&path]["get"];
+        let listed: Vec<&str> = get["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let names: Vec<&str> = op.params.iter().map(|p| p.name).collect();
+        assert_eq!(listed, names, "{}", op.name);
+        let answer = call(app.addr, op.b, op.name, "").await;
+        match op.params.iter().find(|p| p.required) {
+            Some(first) => assert_eq!(
+                answer["ResultMsg"],
+                format!("缺少参数[{}]", first.name),
+                "{}: {answer}",
+                op.name
+            ),
+            None => assert!(answer["ResultCode"].is_number(), "{}: {answer}", op.name),
+        }
+    }
+}
+
+/// The served OpenAPI document is valid OpenAPI 3.1 by @readme/openapi-parser
+/// (npm), where node and the parser are installed (`.ci/run` installs it
+/// under /opt/axn-tools; AXN_NODE_TOOLS may name another node_modules).
+#[tokio::test]
+async fn the_openapi_document_is_valid_openapi_3_1() {
+    let modules =
+        std::env::var("AXN_NODE_TOOLS").unwrap_or_else(|_| "/opt/axn-tools/node_modules".into());
+    let parser = std::path::Path::new(&modules).join("@readme/openapi-parser");
+    if !parser.exists()
+        || std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        println!(
+            "node or @readme/openapi-parser is not installed: the document's validity is not checked here"
+        );
+        return;
+    }
+    let app = spawn_app().await;
+    let (status, body) = http_get(app.addr, "/openapi.json").await;
+    assert_eq!(status, 200);
+    let file = std::env::temp_dir().join(format!("axn-openapi-{}.json", app.id));
+    std::fs::write(&file, &body).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/tools/openapi-validate.cjs"
+    );
+    let out = std::process::Command::new("node")
+        .args([script, &modules, file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
