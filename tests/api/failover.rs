@@ -110,7 +110,7 @@ async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool
 /// the old master.
 #[tokio::test]
 async fn a_sentinel_failover_mid_stream_loses_nothing() {
-    use crate::faults::{events, mixed_stream, reference_state, state};
+    use crate::faults::{events, mixed_stream};
     let id = unique_id();
     let dir = std::env::temp_dir().join(format!("axn-sentinel-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -230,27 +230,7 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
     .await;
     app.redis = connect(promoted.unwrap()).await;
 
-    let want = reference_state(N).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut got = state(&app).await;
-    while got != want {
-        assert!(
-            Instant::now() < deadline,
-            "not the state of one in-order run within 90 s: {} of {} keys differ, e.g. {:?}",
-            got.keys()
-                .chain(want.keys())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .filter(|k| got.get(*k) != want.get(*k))
-                .count(),
-            want.len(),
-            got.keys()
-                .chain(want.keys())
-                .find(|k| got.get(*k) != want.get(*k))
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        got = state(&app).await;
-    }
+    until_state_of_one_in_order_run(&app, N, Duration::from_secs(90)).await;
     app.drained().await;
     for kind in QueueKind::ALL {
         assert_eq!(
@@ -382,7 +362,7 @@ async fn a_message_waits_for_a_replica_before_it_counts_as_applied() {
 #[ignore = "starts a three-node RabbitMQ cluster (about a minute): run with -- --ignored, or AXN_CLUSTER_TESTS=1 .ci/run"]
 async fn a_rabbitmq_cluster_node_lost_mid_stream_loses_nothing() {
     use crate::{
-        faults::{events, mixed_stream, reference_state, state},
+        faults::{events, mixed_stream},
         helpers::WorkerProcess,
         rabbit_cluster::RabbitCluster,
     };
@@ -433,24 +413,7 @@ async fn a_rabbitmq_cluster_node_lost_mid_stream_loses_nothing() {
     stop.await.unwrap();
     assert_eq!(stopping.running_nodes(1), 2);
 
-    let want = reference_state(N).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut got = state(&app).await;
-    while got != want {
-        assert!(
-            Instant::now() < deadline,
-            "not the state of one in-order run within 120 s: {} of {} keys differ",
-            got.keys()
-                .chain(want.keys())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .filter(|k| got.get(*k) != want.get(*k))
-                .count(),
-            want.len()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        got = state(&app).await;
-    }
+    until_state_of_one_in_order_run(&app, N, Duration::from_secs(120)).await;
     assert_eq!(worker_ready(&worker).await, 200, "ready on the other nodes");
     // It was on node 1 and lost it: one reconnection, to another node.
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], worker.port).into();
@@ -486,6 +449,33 @@ async fn a_rabbitmq_cluster_node_lost_mid_stream_loses_nothing() {
         started.elapsed().as_secs_f64()
     );
     drop(worker);
+}
+
+/// Waits until the app's Redis state is that of one in-order run of the
+/// mixed stream of `n` messages (faults.rs), up to `limit`.
+async fn until_state_of_one_in_order_run(app: &TestApp, n: usize, limit: Duration) {
+    use crate::faults::{reference_state, state};
+    let want = reference_state(n).await;
+    let deadline = Instant::now() + limit;
+    let mut got = state(app).await;
+    while got != want {
+        let differ: Vec<&String> = got
+            .keys()
+            .chain(want.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| got.get(*k) != want.get(*k))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "not the state of one in-order run within {limit:?}: {} of {} keys differ, e.g. {:?}",
+            differ.len(),
+            want.len(),
+            differ.first()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        got = state(app).await;
+    }
 }
 
 async fn worker_ready(w: &crate::helpers::WorkerProcess) -> u16 {
