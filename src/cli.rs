@@ -86,7 +86,17 @@ enum Command {
 
 /// Loads the settings and runs the command (the worker by default).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(&cli.config).with_context(|| {
+    // Offline commands do without a config file: the shipped defaults.
+    let offline = matches!(
+        cli.command,
+        Some(Command::Validate(_) | Command::Asyncapi(_))
+    );
+    let load = if offline {
+        Settings::load_or_shipped
+    } else {
+        Settings::load
+    };
+    let settings = load(&cli.config).with_context(|| {
         format!(
             "Failed to load the configuration from {}",
             cli.config.display()

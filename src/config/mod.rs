@@ -391,6 +391,18 @@ impl Settings {
         )
     }
 
+    /// Like [`Settings::load`], but without the file when it does not exist:
+    /// the shipped defaults and the environment. For the commands a
+    /// producer's team runs away from any deployment (`validate`, `asyncapi`).
+    pub fn load_or_shipped(path: &Path) -> Result<Self, ConfigError> {
+        if path.exists() {
+            return Self::load(path);
+        }
+        Self::from_figment(
+            Figment::from(Toml::string(DEFAULT_CONFIG)).merge(Env::prefixed("AXN__").split("__")),
+        )
+    }
+
     /// Defaults, then the TOML `text` (no environment): for checking a config
     /// that lives elsewhere, such as the Kubernetes ConfigMap.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {

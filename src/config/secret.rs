@@ -26,6 +26,16 @@ impl Secret {
         if self.0.is_empty() {
             return String::new();
         }
+        // Several URLs in one string (refused by validation, but printed by
+        // the error that says so, or by a tool before it validates).
+        if self.0.contains("://") && self.0.contains(',') {
+            return self
+                .0
+                .split(',')
+                .map(|part| Secret::new(part).redacted())
+                .collect::<Vec<_>>()
+                .join(",");
+        }
         if let Some((scheme, rest)) = self.0.split_once("://") {
             let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
             return match authority.rsplit_once('@') {
@@ -53,5 +63,19 @@ impl fmt::Debug for Secret {
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_url_of_a_comma_list_is_redacted() {
+        let s = Secret::new("amqp://u:pw1@h1:5672/%2f,amqp://u:pw2@h2:5672/%2f");
+        assert_eq!(
+            s.redacted(),
+            "amqp://u:***@h1:5672/%2f,amqp://u:***@h2:5672/%2f"
+        );
     }
 }

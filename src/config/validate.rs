@@ -13,6 +13,15 @@ impl Settings {
         if urls.is_empty() {
             return bad("amqp.url must name at least one broker".into());
         }
+        // `a,b` in one string is not a list: it would be one URL, and only
+        // its first password would be hidden when printed.
+        if urls
+            .iter()
+            .chain(self.redis.url.urls().iter())
+            .any(|u| u.contains(','))
+        {
+            return bad("amqp.url and redis.url take one URL per string: write several as a list, url = [\"...\", \"...\"] (from the environment: AXN__AMQP__URL='[\"...\",\"...\"]')".into());
+        }
         if urls
             .iter()
             .any(|u| !u.starts_with("amqp://") && !u.starts_with("amqps://"))
@@ -153,7 +162,21 @@ pub(super) fn describe(e: &figment::Error) -> String {
                 None => format!("the configuration{file}"),
             }
         };
-        out.push(format!("{key}: {}", e.kind));
+        let kind = e.kind.to_string();
+        let kind = if kind.contains("untagged enum RedisUrl") {
+            "must be a URL string, a list of URLs (a Redis Cluster's nodes), or { sentinels = [\"redis://...\"], master_name = \"...\" }".to_owned()
+        } else if kind.contains("untagged enum AmqpUrl") {
+            "must be a URL string, or a list of URLs (a RabbitMQ cluster's nodes)".to_owned()
+        } else {
+            // figment quotes the list twice: "`one of `a`, `b``".
+            match kind.strip_suffix("``") {
+                Some(k) if kind.contains("`one of `") => {
+                    format!("{k}`").replace("`one of `", "one of `")
+                }
+                _ => kind,
+            }
+        };
+        out.push(format!("{key}: {kind}"));
     }
     out.join("; ")
 }

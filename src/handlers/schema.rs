@@ -170,6 +170,8 @@ impl Field {
 /// trailing `:`; other properties are allowed and ignored.
 fn object(fields: &[Field]) -> Value {
     let mut patterns = Map::new();
+    let mut properties = Map::new();
+    let mut names_required = Vec::new();
     let mut all_of = Vec::new();
     for f in fields {
         let pattern = format!(
@@ -186,15 +188,22 @@ fn object(fields: &[Field]) -> Value {
             if f.required { ", required" } else { "" },
             f.description
         ));
+        // The usual spelling as a plain property too, so that renderers
+        // show the field by name (the same schema: both apply to it).
+        properties.insert(f.names[0].to_owned(), schema.clone());
         patterns.insert(pattern.clone(), schema);
         if f.required {
+            names_required.push(f.names[0]);
             all_of.push(json!({"not": {"propertyNames": {"not": {"pattern": pattern}}}}));
         }
     }
     json!({
         "type": "object",
+        "properties": properties,
         "patternProperties": patterns,
         "allOf": all_of,
+        "x-required-fields": names_required,
+        "description": "Field names match in any case and ignore a trailing `:`; the required ones (x-required-fields) are checked in that spirit by allOf (JSON Schema's `required` matches names exactly).",
     })
 }
 

@@ -51,7 +51,38 @@ pub fn yaml(doc: &Value) -> anyhow::Result<String> {
     ] {
         out += &serde_yaml_ng::to_string(&json!({ key: doc[key] }))?;
     }
-    Ok(out)
+    Ok(out
+        .lines()
+        .map(quote_timestamp)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n")
+}
+
+/// A plain scalar that looks like a date (`2026-11-23 10:00:00`) is read as
+/// a timestamp by YAML 1.1 parsers (PyYAML, js-yaml): the examples' times
+/// are strings, so they are quoted.
+fn quote_timestamp(line: &str) -> String {
+    let looks_like_date = |v: &str| {
+        let b = v.as_bytes();
+        b.len() >= 10
+            && b[..4].iter().all(u8::is_ascii_digit)
+            && b[4] == b'-'
+            && b[5..7].iter().all(u8::is_ascii_digit)
+            && b[7] == b'-'
+            && b[8..10].iter().all(u8::is_ascii_digit)
+    };
+    let split = line.find(": ").map(|i| i + 2).or_else(|| {
+        line.trim_start()
+            .starts_with("- ")
+            .then(|| line.find("- ").unwrap() + 2)
+    });
+    match split {
+        Some(i) if looks_like_date(&line[i..]) => {
+            format!("{}'{}'", &line[..i], line[i..].replace('\'', "''"))
+        }
+        _ => line.to_owned(),
+    }
 }
 
 fn message_name(kind: QueueKind) -> &'static str {
@@ -80,10 +111,10 @@ fn summary(kind: QueueKind) -> &'static str {
     }
 }
 
-fn queue_binding(name: &str, queue_type: QueueType) -> Value {
+fn queue_binding(name: &str, queue_type: QueueType, vhost: &str) -> Value {
     let mut b = json!({
         "is": "queue",
-        "queue": {"name": name, "durable": true, "exclusive": false, "autoDelete": false, "vhost": "/"},
+        "queue": {"name": name, "durable": true, "exclusive": false, "autoDelete": false, "vhost": vhost},
         "bindingVersion": "0.3.0"
     });
     if queue_type == QueueType::Quorum {
@@ -121,8 +152,49 @@ fn moved_headers() -> Value {
     })
 }
 
+/// The broker's protocol (`amqp` or `amqps`), `host:port` and vhost, from
+/// the first URL of `[amqp] url` (no credentials).
+fn broker(settings: &Settings) -> (String, String, String) {
+    let url = settings
+        .amqp
+        .url
+        .urls()
+        .first()
+        .copied()
+        .unwrap_or_default();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("amqp", url));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let vhost = match path.split('?').next().unwrap_or("") {
+        "" => "/".to_owned(),
+        p => percent_decode(p),
+    };
+    (scheme.to_owned(), host.to_owned(), vhost)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The AsyncAPI 3.0 document of the worker under `settings`.
 pub fn document(settings: &Settings) -> Value {
+    let (protocol, server, vhost) = broker(settings);
     let specs = topology::specs(settings);
     let declared = |name: &str| specs.iter().any(|s| s.name == name);
     let mut channels = Map::new();
@@ -162,7 +234,7 @@ pub fn document(settings: &Settings) -> Value {
                 "title": format!("{k} input"),
                 "description": format!("Input queue; consumed with prefetch {} and {} handler slots; messages about one entity are applied in delivery order.", q.prefetch, q.concurrency),
                 "messages": {m: mref(m)},
-                "bindings": {"amqp": queue_binding(&q.name, q.queue_type)},
+                "bindings": {"amqp": queue_binding(&q.name, q.queue_type, &vhost)},
             }),
         );
         operations.insert(
@@ -190,7 +262,7 @@ pub fn document(settings: &Settings) -> Value {
                     "title": format!("{k} retry after {d} ms"),
                     "description": format!("A message that failed transiently waits here {d} ms (x-message-ttl), then is dead-lettered by the broker back to {}. The copy carries the worker's headers.", q.name),
                     "messages": {"Moved": mref("Moved")},
-                    "bindings": {"amqp": queue_binding(&name, q.queue_type)},
+                    "bindings": {"amqp": queue_binding(&name, q.queue_type, &vhost)},
                 }),
             );
             operations.insert(
@@ -218,7 +290,7 @@ pub fn document(settings: &Settings) -> Value {
                     "title": id,
                     "description": description,
                     "messages": {"Moved": mref("Moved")},
-                    "bindings": {"amqp": queue_binding(&name, q.queue_type)},
+                    "bindings": {"amqp": queue_binding(&name, q.queue_type, &vhost)},
                 }),
             );
             operations.insert(
@@ -230,9 +302,9 @@ pub fn document(settings: &Settings) -> Value {
 
     let out = &settings.publish.call_log;
     let call_log_binding = if out.exchange.is_empty() {
-        queue_binding(&out.routing_key, out.queue_type)
+        queue_binding(&out.routing_key, out.queue_type, &vhost)
     } else {
-        json!({"is": "routingKey", "exchange": {"name": out.exchange, "durable": true, "vhost": "/"}, "bindingVersion": "0.3.0"})
+        json!({"is": "routingKey", "exchange": {"name": out.exchange, "durable": true, "vhost": vhost}, "bindingVersion": "0.3.0"})
     };
     channels.insert(
         "call_log".into(),
@@ -290,20 +362,6 @@ pub fn document(settings: &Settings) -> Value {
         }),
     );
 
-    let server = settings
-        .amqp
-        .url
-        .urls()
-        .first()
-        .map(|u| {
-            let rest = u.split_once("://").map_or(*u, |(_, r)| r);
-            let authority = rest.split('/').next().unwrap_or(rest);
-            authority
-                .rsplit_once('@')
-                .map_or(authority, |(_, h)| h)
-                .to_owned()
-        })
-        .unwrap_or_default();
     json!({
         "asyncapi": "3.0.0",
         "info": {
@@ -315,7 +373,7 @@ pub fn document(settings: &Settings) -> Value {
         "servers": {
             "rabbitmq": {
                 "host": server,
-                "protocol": "amqp",
+                "protocol": protocol,
                 "protocolVersion": "0.9.1",
                 "description": "The broker of [amqp] url (its first node when it lists several)."
             }
@@ -327,4 +385,33 @@ pub fn document(settings: &Settings) -> Value {
             "schemas": {"MovedHeaders": moved_headers()},
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AmqpUrl;
+
+    #[test]
+    fn the_server_and_vhost_come_from_the_url_and_times_stay_strings() {
+        let mut s = Settings::defaults().unwrap();
+        s.amqp.url = AmqpUrl::one("amqps://u:pw@h1:5671/prod%2Fa");
+        let doc = document(&s);
+        assert_eq!(doc["servers"]["rabbitmq"]["protocol"], "amqps");
+        assert_eq!(doc["servers"]["rabbitmq"]["host"], "h1:5671");
+        assert_eq!(
+            doc["channels"]["blacklist"]["bindings"]["amqp"]["queue"]["vhost"],
+            "prod/a"
+        );
+        assert!(!doc.to_string().contains("pw"));
+        let text = yaml(&doc).unwrap();
+        assert!(
+            text.contains("releaseTime: '2026-11-23 10:03:12'"),
+            "quoted"
+        );
+        // Read back as YAML, the examples still pass their schemas.
+        let back: Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(back["components"], doc["components"]);
+        assert_eq!(percent_decode("%2f%zz%é"), "/%zz%é");
+    }
 }

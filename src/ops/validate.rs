@@ -4,9 +4,11 @@
 //! `axn-reason` it would carry), with the same limits as the configured
 //! queue (body size, batch length). Nothing is published, nothing connects.
 //!
-//! Input: one JSON document (which may span lines), or one message per line.
-//! A file that is neither (not UTF-8, not JSON) is one message, reported as
-//! the worker would report it.
+//! Input: one JSON document (which may span lines), or one message per line
+//! (when the first line is a JSON document by itself), each line reported by
+//! its number. Anything else (not UTF-8, not JSON, an empty file) is one
+//! message, reported as the worker would report those bytes; the size limit
+//! applies to the bytes as given.
 
 use std::path::PathBuf;
 
@@ -45,10 +47,10 @@ impl ValidateArgs {
         let verdicts = validate(settings, self.queue, &input);
         let rejected = verdicts
             .iter()
-            .filter(|v| !v.starts_with("accepted"))
+            .filter(|(_, v)| !v.starts_with("accepted"))
             .count();
-        for (i, v) in verdicts.iter().enumerate() {
-            outln!("message {}: {v}", i + 1);
+        for (label, v) in &verdicts {
+            outln!("{label}: {v}");
         }
         anyhow::ensure!(
             rejected == 0,
@@ -59,37 +61,33 @@ impl ValidateArgs {
     }
 }
 
-/// The messages of `input` (see the module) and each one's verdict.
-pub fn validate(settings: &Settings, kind: QueueKind, input: &[u8]) -> Vec<String> {
+/// The messages of `input` (see the module), each with its label
+/// (`message 1`, or `line N`) and verdict.
+pub fn validate(settings: &Settings, kind: QueueKind, input: &[u8]) -> Vec<(String, String)> {
     split(input)
         .into_iter()
-        .map(|body| verdict(settings, kind, body))
+        .map(|(label, body)| (label, verdict(settings, kind, body)))
         .collect()
 }
 
-fn split(input: &[u8]) -> Vec<&[u8]> {
-    let whole = serde_json::from_slice::<serde_json::Value>(input).is_ok();
-    let lines: Vec<&[u8]> = input
+fn split(input: &[u8]) -> Vec<(String, &[u8])> {
+    let is_json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).is_ok();
+    let blank = |l: &[u8]| l.iter().all(u8::is_ascii_whitespace);
+    let lines: Vec<(usize, &[u8])> = input
         .split(|b| *b == b'\n')
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .enumerate()
+        .filter(|(_, l)| !blank(l))
         .collect();
-    if whole || lines.len() <= 1 {
-        vec![trim(input)]
+    let per_line = !is_json(input) && lines.len() > 1 && is_json(lines[0].1);
+    if per_line {
+        lines
+            .into_iter()
+            .map(|(n, l)| (format!("line {}", n + 1), l))
+            .collect()
     } else {
-        lines.into_iter().map(trim).collect()
+        vec![("message 1".to_owned(), input)]
     }
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
 }
 
 /// `accepted`, or `rejected: <reason> (<detail>)` as the worker would
@@ -113,6 +111,8 @@ pub fn verdict(settings: &Settings, kind: QueueKind, body: &[u8]) -> String {
                 .collect();
             if bad.is_empty() {
                 format!("accepted ({} call record(s))", batch.0.len())
+            } else if bad.len() == batch.0.len() {
+                format!("rejected: every record: {}", bad.join("; "))
             } else {
                 format!(
                     "partly: {} of {} record(s) would be dead-lettered: {}",
@@ -144,30 +144,53 @@ mod tests {
     #[test]
     fn one_document_or_one_per_line_each_with_its_verdict() {
         let s = Settings::defaults().unwrap();
-        let v = validate(
-            &s,
+        let verdicts = |kind, input: &[u8]| -> Vec<String> {
+            validate(&s, kind, input)
+                .into_iter()
+                .map(|(label, v)| format!("{label}: {v}"))
+                .collect()
+        };
+        let v = verdicts(
             QueueKind::Blacklist,
-            b"{\"private_number\": \"13470110001\",\n \"action\": \"add\", \"userid\": 7, \"type\": 0}",
+            b"{\"private_number\": \"13470110001\",\n \"action\": \"add\", \"userid\": 7, \"type\": 0}\n",
         );
-        assert_eq!(v, ["accepted"]);
-        let v = validate(
-            &s,
+        assert_eq!(v, ["message 1: accepted"]);
+        let v = verdicts(
             QueueKind::Blacklist,
-            b"{\"private_number\":\"13470110001\",\"action\":\"add\",\"userid\":7,\"type\":0}\n\n{\"private_number\":\"1347011****\",\"action\":\"add\",\"userid\":7,\"type\":0}\nnot json\n",
+            b"{\"private_number\":\"13470110001\",\"action\":\"add\",\"userid\":7,\"type\":0}\r\n\n{\"private_number\":\"1347011****\",\"action\":\"add\",\"userid\":7,\"type\":0}\nnot json\n",
         );
         assert_eq!(v.len(), 3, "{v:?}");
-        assert_eq!(v[0], "accepted");
-        assert!(v[1].starts_with("rejected: invalid_number"), "{v:?}");
+        assert_eq!(v[0], "line 1: accepted");
+        assert!(
+            v[1].starts_with("line 3: rejected: invalid_number"),
+            "{v:?}"
+        );
         assert!(!v[1].contains("1347011"), "masked: {v:?}");
-        assert!(v[2].starts_with("rejected: invalid_json"), "{v:?}");
-        let v = validate(
-            &s,
+        assert!(v[2].starts_with("line 4: rejected: invalid_json"), "{v:?}");
+        // A pretty-printed document with an error is one message, with the
+        // parser's own position of the error.
+        let v = verdicts(
+            QueueKind::XbUnbind,
+            b"{\n  \"subId\": \"1\"\n  \"telX\": \"17111526089\"\n}\n",
+        );
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("line 3"), "{v:?}");
+        let v = verdicts(
             QueueKind::CallRecord,
             br#"[{"subId":"s","callId":"c"},{"subId":"s"}]"#,
         );
-        assert!(v[0].starts_with("partly: 1 of 2"), "{v:?}");
+        assert!(v[0].starts_with("message 1: partly: 1 of 2"), "{v:?}");
         assert!(v[0].contains("record 2 rejected: missing_field"), "{v:?}");
-        assert!(validate(&s, QueueKind::XbUnbind, b"\xff")[0].starts_with("rejected: not_utf8"));
-        assert!(validate(&s, QueueKind::XbUnbind, b"")[0].starts_with("rejected: invalid_json"));
+        let v = verdicts(QueueKind::CallRecord, br#"[{"subId":"s"}]"#);
+        assert!(
+            v[0].starts_with("message 1: rejected: every record: record 1 rejected: missing_field"),
+            "{v:?}"
+        );
+        assert!(verdicts(QueueKind::XbUnbind, b"\xff")[0].contains("rejected: not_utf8"));
+        assert!(verdicts(QueueKind::XbUnbind, b"")[0].contains("rejected: invalid_json"));
+        // The size limit applies to the bytes as given.
+        let mut big = vec![b' '; 64 * 1024];
+        big.extend_from_slice(br#"{"subId":"1","telX":"17111526089"}"#);
+        assert!(verdicts(QueueKind::XbUnbind, &big)[0].contains("rejected: body_too_large"));
     }
 }
