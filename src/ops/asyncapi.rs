@@ -72,11 +72,11 @@ fn quote_timestamp(line: &str) -> String {
             && b[7] == b'-'
             && b[8..10].iter().all(u8::is_ascii_digit)
     };
-    let split = line.find(": ").map(|i| i + 2).or_else(|| {
-        line.trim_start()
-            .starts_with("- ")
-            .then(|| line.find("- ").unwrap() + 2)
-    });
+    let indent = line.len() - line.trim_start().len();
+    let split = line
+        .find(": ")
+        .map(|i| i + 2)
+        .or_else(|| line[indent..].starts_with("- ").then_some(indent + 2));
     match split {
         Some(i) if looks_like_date(&line[i..]) => {
             format!("{}'{}'", &line[..i], line[i..].replace('\'', "''"))
