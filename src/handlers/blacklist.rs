@@ -37,22 +37,34 @@ pub fn parse(value: &Value) -> Result<BlacklistChange, HandlerError> {
         Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("add") => Action::Add,
         Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("delete") => Action::Delete,
         Some(other) => {
-            let shown =
-                phone::mask_digits_in(&other.to_string().chars().take(40).collect::<String>());
+            let text = other.to_string();
+            let mut shown: String = text.chars().take(40).collect();
+            if shown.len() < text.len() {
+                shown.push_str("… (cut)");
+            }
+            let shown = phone::mask_digits_in(&shown);
             return Err(HandlerError::permanent(
                 Reason::UnknownAction,
                 format!("action {shown} is neither \"add\" nor \"delete\""),
             ));
         }
     };
-    let list_type = match f.uint(&["type"])? {
-        t @ (0 | 1) => t as u8,
-        _ => {
+    let list_type = match f.get(&["type"]) {
+        None | Some(Value::Null) => {
             return Err(HandlerError::permanent(
-                Reason::InvalidField,
-                "field type must be 0 (outgoing) or 1 (incoming)",
+                Reason::MissingField,
+                "required field type is missing",
             ));
         }
+        Some(v) => match super::fields::as_uint(v) {
+            Some(t @ (0 | 1)) => t as u8,
+            _ => {
+                return Err(HandlerError::permanent(
+                    Reason::InvalidField,
+                    "field type must be 0 (outgoing) or 1 (incoming)",
+                ));
+            }
+        },
     };
     Ok(BlacklistChange {
         user_id: f.user_id(&["userid"])?,

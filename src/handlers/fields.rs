@@ -73,9 +73,10 @@ impl<'a> Fields<'a> {
 
     /// A user id: a positive integer.
     pub fn user_id(&self, names: &[&str]) -> Result<u64, HandlerError> {
-        match self.uint(names)? {
-            0 => Err(wrong_kind(names[0], "a positive integer")),
-            id => Ok(id),
+        let v = self.present(names)?;
+        match as_uint(v) {
+            Some(id) if id > 0 => Ok(id),
+            _ => Err(wrong_kind(names[0], "a positive integer")),
         }
     }
 
@@ -94,7 +95,12 @@ impl<'a> Fields<'a> {
         let raw = match self.present(names)? {
             Value::String(s) => s.clone(),
             Value::Number(n) if n.is_u64() => n.to_string(),
-            _ => return Err(wrong_kind(names[0], "a phone number string")),
+            _ => {
+                return Err(wrong_kind(
+                    names[0],
+                    "a full phone number (a string, or a JSON integer)",
+                ));
+            }
         };
         phone::normalize(&raw).map_err(|e| {
             HandlerError::permanent(

@@ -231,6 +231,24 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
     app.redis = connect(promoted.unwrap()).await;
 
     until_state_of_one_in_order_run(&app, N, Duration::from_secs(90)).await;
+    // Until the sentinels have moved the other replica to the new master
+    // (a full resync; slow on a loaded machine), WAIT 1 fails and the last
+    // messages keep retrying, applied but not yet acknowledged as such.
+    let mut promoted_conn = app.redis.clone();
+    until(
+        "the new master has a replica again",
+        Duration::from_secs(60),
+        async || {
+            redis::cmd("WAIT")
+                .arg(1)
+                .arg(100)
+                .query_async::<u32>(&mut promoted_conn)
+                .await
+                .unwrap_or(0)
+                >= 1
+        },
+    )
+    .await;
     app.drained().await;
     for kind in QueueKind::ALL {
         assert_eq!(
