@@ -110,7 +110,7 @@ async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool
 /// the old master.
 #[tokio::test]
 async fn a_sentinel_failover_mid_stream_loses_nothing() {
-    use crate::faults::{events, mixed_stream};
+    use crate::faults::mixed_stream;
     let id = unique_id();
     let dir = std::env::temp_dir().join(format!("axn-sentinel-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -257,14 +257,7 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
             "{kind} dead letters"
         );
     }
-    let evs = events(&app).await;
-    let missing: Vec<&String> = stream
-        .call_ids
-        .iter()
-        .filter(|c| !evs.contains_key(*c))
-        .collect();
-    assert!(missing.is_empty(), "events missing: {missing:?}");
-    let duplicated: usize = evs.values().map(|c| c - 1).sum();
+    let duplicated = every_event_there(&app, &stream.call_ids).await;
     println!("FIGURES sentinel-failover: sent {N}, lost 0, duplicated events {duplicated}");
     // The binding API keeps working on the new master too.
     let numbers = crate::platform::seed_pool(&app, 1, 17300000001, 1).await;
@@ -379,11 +372,7 @@ async fn a_message_waits_for_a_replica_before_it_counts_as_applied() {
 #[tokio::test]
 #[ignore = "starts a three-node RabbitMQ cluster (about a minute): run with -- --ignored, or AXN_CLUSTER_TESTS=1 .ci/run"]
 async fn a_rabbitmq_cluster_node_lost_mid_stream_loses_nothing() {
-    use crate::{
-        faults::{events, mixed_stream},
-        helpers::WorkerProcess,
-        rabbit_cluster::RabbitCluster,
-    };
+    use crate::{faults::mixed_stream, helpers::WorkerProcess, rabbit_cluster::RabbitCluster};
     use axn_worker::config::QueueType;
     assert!(
         RabbitCluster::available(),
@@ -451,14 +440,7 @@ async fn a_rabbitmq_cluster_node_lost_mid_stream_loses_nothing() {
     // Every event, once (or twice: a record whose confirm the lost node
     // never sent is published again, which downstream drops by message_id).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let evs = events(&app).await;
-    let missing: Vec<&String> = stream
-        .call_ids
-        .iter()
-        .filter(|c| !evs.contains_key(*c))
-        .collect();
-    assert!(missing.is_empty(), "events missing: {missing:?}");
-    let duplicated: usize = evs.values().map(|c| c - 1).sum();
+    let duplicated = every_event_there(&app, &stream.call_ids).await;
     let prefetch = settings.queues.call_record.prefetch as usize;
     assert!(duplicated <= prefetch, "{duplicated} duplicates");
     println!(
@@ -494,6 +476,15 @@ async fn until_state_of_one_in_order_run(app: &TestApp, n: usize, limit: Duratio
         tokio::time::sleep(Duration::from_millis(300)).await;
         got = state(app).await;
     }
+}
+
+/// Asserts every callId has its call-log event; returns the copies beyond
+/// one (the contract's allowed duplicates).
+async fn every_event_there(app: &TestApp, call_ids: &[String]) -> usize {
+    let evs = crate::faults::events(app).await;
+    let missing: Vec<&String> = call_ids.iter().filter(|c| !evs.contains_key(*c)).collect();
+    assert!(missing.is_empty(), "events missing: {missing:?}");
+    evs.values().map(|c| c - 1).sum()
 }
 
 async fn worker_ready(w: &crate::helpers::WorkerProcess) -> u16 {
