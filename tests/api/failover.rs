@@ -148,9 +148,11 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
     for p in sports {
         _sentinels.push(own_sentinel(&dir, p, &name, mport).await);
     }
+    // Sentinels learn replicas from the master's INFO (every 10 s) and each
+    // other from hello messages (every 2 s): slow on a loaded machine.
     until(
         "the sentinels see both replicas and each other",
-        DEADLINE,
+        Duration::from_secs(60),
         async || {
             for p in sports {
                 let len = |v: Option<redis::Value>| match v {
@@ -219,7 +221,7 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
     let mut promoted = None;
     until(
         "the sentinels promote a replica",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         async || {
             promoted = master_port(sports[0], &name)
                 .await
