@@ -67,11 +67,10 @@ impl Slots {
     }
 
     /// Waits for a free slot; it is given back when the permit is dropped.
-    pub async fn take(&self) -> tokio::sync::OwnedSemaphorePermit {
-        Arc::clone(&self.0)
-            .acquire_owned()
-            .await
-            .expect("the slots' semaphore is never closed")
+    /// (`None` only if the semaphore were closed, which nothing does: the
+    /// message then runs without a slot rather than failing.)
+    pub async fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.0).acquire_owned().await.ok()
     }
 }
 
