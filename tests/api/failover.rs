@@ -230,27 +230,36 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
         },
     )
     .await;
-    app.redis = connect(promoted.unwrap()).await;
-
-    until_state_of_one_in_order_run(&app, N, Duration::from_secs(90)).await;
+    let promoted = promoted.unwrap();
     // Until the sentinels have moved the other replica to the new master
     // (a full resync; slow on a loaded machine), WAIT 1 fails and the last
     // messages keep retrying, applied but not yet acknowledged as such.
-    let mut promoted_conn = app.redis.clone();
+    // Each check uses a connection of its own: while the sentinels
+    // reconfigure, they close clients' connections (CLIENT KILL), and a
+    // connection made too early would fail the state reads below.
     until(
         "the new master has a replica again",
         Duration::from_secs(60),
         async || {
+            let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{promoted}/0")) else {
+                return false;
+            };
+            let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+                return false;
+            };
             redis::cmd("WAIT")
                 .arg(1)
                 .arg(100)
-                .query_async::<u32>(&mut promoted_conn)
+                .query_async::<u32>(&mut c)
                 .await
                 .unwrap_or(0)
                 >= 1
         },
     )
     .await;
+    app.redis = connect(promoted).await;
+
+    until_state_of_one_in_order_run(&app, N, Duration::from_secs(90)).await;
     app.drained().await;
     for kind in QueueKind::ALL {
         assert_eq!(
