@@ -456,6 +456,17 @@ enum Bare {
     /// queue, at its prefetch): the yardstick issue 6 calibrates (~18k msg/s
     /// at prefetch 10 on this kind of machine).
     OneQueue,
+    /// As `OneQueue`, plus one Redis script per delivery (an HSET and an
+    /// EXPIRE, awaited before the ack): the least any consumer that applies
+    /// each message to Redis must spend. The worker makes at least this
+    /// round trip for every message (two for a call record).
+    Storing,
+    /// The contract's unavoidable external work and nothing else, on the
+    /// worker's queues at their prefetch: per delivery one Redis script, and
+    /// for a call record a second one after one confirmed persistent publish
+    /// (the worker's claim, event and commit), then the ack. No parsing, no
+    /// ordering, no metrics or logs.
+    Floor,
 }
 
 /// Drains a pre-loaded copy of the load with a bare consumer.
@@ -466,14 +477,15 @@ async fn measure_bare(
     n: usize,
     only: Option<QueueKind>,
     bare: Bare,
+    redis: &redis::aio::MultiplexedConnection,
 ) -> anyhow::Result<Throughput> {
     let (mut messages, _) = workload(n, "b", only);
-    if bare == Bare::OneQueue {
+    if matches!(bare, Bare::OneQueue | Bare::Storing) {
         for m in &mut messages {
             m.0 = QueueKind::CallRecord;
         }
     }
-    let publish_per_call = bare == Bare::Publishing;
+    let publish_per_call = matches!(bare, Bare::Publishing | Bare::Floor);
     publish_all(channel, settings, &messages).await?;
     let acked = Arc::new(AtomicU64::new(0));
     // (confirms, their total time in µs) of the publishing variant.
@@ -486,7 +498,7 @@ async fn measure_bare(
     let cpu0 = process_usage(own)?.0;
     let mut channels = Vec::new();
     let kinds: &[QueueKind] = match bare {
-        Bare::OneQueue => &[QueueKind::CallRecord],
+        Bare::OneQueue | Bare::Storing => &[QueueKind::CallRecord],
         _ => &QueueKind::ALL,
     };
     for &kind in kinds {
@@ -511,13 +523,43 @@ async fn measure_bare(
             None
         };
         let out = settings.publish.call_log.routing_key.clone();
+        // Scripts per delivery before the publish (if any) and after it.
+        let scripts = match bare {
+            Bare::Storing => (1, 0),
+            Bare::Floor if kind == QueueKind::CallRecord => (1, 1),
+            Bare::Floor => (1, 0),
+            _ => (0, 0),
+        };
+        let store = (scripts.0 > 0).then(|| {
+            (
+                redis.clone(),
+                Arc::new(redis::Script::new(
+                    "redis.call('HSET', KEYS[1], 'v', ARGV[1]) redis.call('EXPIRE', KEYS[1], 3600) return 1",
+                )),
+                settings.redis.key_prefix.clone(),
+            )
+        });
         tokio::spawn(async move {
+            let mut i = 0u64;
             while let Some(Ok(d)) = consumer.next().await {
                 let acked = Arc::clone(&acked);
                 let confirms = Arc::clone(&confirms);
                 let publisher = publisher.clone();
                 let out = out.clone();
+                let store = store.clone();
+                i += 1;
                 tokio::spawn(async move {
+                    let key = |prefix: &str| format!("{prefix}bench-store:{}", i % 1000);
+                    if let Some((r, script, prefix)) = &store {
+                        let stored: redis::RedisResult<i64> = script
+                            .key(key(prefix))
+                            .arg(d.data.len())
+                            .invoke_async(&mut r.clone())
+                            .await;
+                        if stored.is_err() {
+                            return;
+                        }
+                    }
                     if let Some(p) = publisher {
                         let props = BasicProperties::default().with_delivery_mode(2);
                         let at = Instant::now();
@@ -531,6 +573,16 @@ async fn measure_bare(
                         confirms
                             .1
                             .fetch_add(at.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    }
+                    if let (Some((r, script, prefix)), 1) = (&store, scripts.1) {
+                        let stored: redis::RedisResult<i64> = script
+                            .key(key(prefix))
+                            .arg(0)
+                            .invoke_async(&mut r.clone())
+                            .await;
+                        if stored.is_err() {
+                            return;
+                        }
                     }
                     if d.acker.ack(BasicAckOptions::default()).await.is_ok() {
                         acked.fetch_add(1, Ordering::Relaxed);
@@ -839,19 +891,25 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
         } else {
             // Worker and bare drains alternate, so both see the same
             // conditions; with --repeat the medians are reported.
-            let (mut workers, mut bares, mut publishing, mut one_queue) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut workers, mut bares, mut publishing, mut one_queue, mut storing, mut floor) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..opts.repeat.max(1) {
                 workers.push(measure_worker(opts, &settings, &channel, &mut redis).await?);
                 namespace::cleanup(&settings).await;
                 topology::declare(&conn, &settings).await?;
-                bares.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::AckOnly).await?);
+                bares.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::AckOnly, &redis).await?);
                 namespace::cleanup(&settings).await;
                 topology::declare(&conn, &settings).await?;
-                publishing.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::Publishing).await?);
+                publishing.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::Publishing, &redis).await?);
                 namespace::cleanup(&settings).await;
                 topology::declare(&conn, &settings).await?;
-                one_queue.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::OneQueue).await?);
+                one_queue.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::OneQueue, &redis).await?);
+                namespace::cleanup(&settings).await;
+                topology::declare(&conn, &settings).await?;
+                storing.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::Storing, &redis).await?);
+                namespace::cleanup(&settings).await;
+                topology::declare(&conn, &settings).await?;
+                floor.push(measure_bare(&settings, &conn, &channel, opts.messages, opts.only, Bare::Floor, &redis).await?);
                 namespace::cleanup(&settings).await;
                 topology::declare(&conn, &settings).await?;
             }
@@ -884,7 +942,7 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 _ => String::new(),
             };
             report += &format!(
-                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2}; bare consumer on one queue {:.0} msg/s, ratio {:.2}{confirms}{broker} | CPU {:.1} µs/msg (bare consumer on one queue {:.1}, ratio {:.2}) | peak RSS {:.1} MiB |\n",
+                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2}; bare consumer on one queue {:.0} msg/s, ratio {:.2}{confirms}{broker}; bare consumer on one queue storing to Redis {:.0} msg/s, ratio {:.2}; the contract's floor (Redis scripts and call-log publishes only) {:.0} msg/s, ratio {:.2} | CPU {:.1} µs/msg (bare consumer on one queue {:.1}, ratio {:.2}; storing to Redis {:.1}, ratio {:.2}; contract floor {:.1}, ratio {:.2}) | peak RSS {:.1} MiB |\n",
                 opts.workers,
                 opts.messages,
                 opts.only.map_or("40/30/20/10 mix", |k| k.key()),
@@ -896,9 +954,17 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 median(fair.iter().copied()),
                 median(one_queue.iter().map(Throughput::rate)),
                 median(single.iter().copied()),
+                median(storing.iter().map(Throughput::rate)),
+                median(workers.iter().zip(&storing).map(|(w, b)| w.rate() / b.rate())),
+                median(floor.iter().map(Throughput::rate)),
+                median(workers.iter().zip(&floor).map(|(w, b)| w.rate() / b.rate())),
                 median(workers.iter().map(Throughput::cpu_us_per_message)),
                 median(one_queue.iter().map(Throughput::cpu_us_per_message)),
                 median(workers.iter().zip(&one_queue).map(|(w, b)| w.cpu_us_per_message() / b.cpu_us_per_message())),
+                median(storing.iter().map(Throughput::cpu_us_per_message)),
+                median(workers.iter().zip(&storing).map(|(w, b)| w.cpu_us_per_message() / b.cpu_us_per_message())),
+                median(floor.iter().map(Throughput::cpu_us_per_message)),
+                median(workers.iter().zip(&floor).map(|(w, b)| w.cpu_us_per_message() / b.cpu_us_per_message())),
                 workers.iter().map(|w| w.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0
             );
         }
