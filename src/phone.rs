@@ -83,49 +83,114 @@ impl fmt::Debug for Masked<'_> {
 /// written with single spaces or dashes between its digits (`139-1111-2222`,
 /// `139 1111 2222`), as the normalizer accepts it; its separators stay and
 /// its middle digits become `*`. A date written `YYYY-MM-DD` is not a number.
+/// A mainland mobile (bare or after 86 / 0086) is masked also when its
+/// digits are split by dots, underscores or slashes (`138.0000.0001`) or
+/// written in full-width digits (`１３８…`); other runs with those
+/// separators (times' fractions, addresses, versions) are judged piece by
+/// piece, as without them.
 pub fn mask_digits_in(text: &str) -> String {
     mask_runs(text, true, |digits| digits.len() >= 7)
 }
 
-/// Rewrites each run of digits of `text` (single spaces or dashes allowed
-/// between digits) for which `mask` holds, given the run's digits; a date
+/// A digit as input may write it: ASCII or full-width (`０`-`９`).
+fn digit_value(c: char) -> Option<char> {
+    match c {
+        '0'..='9' => Some(c),
+        '\u{FF10}'..='\u{FF19}' => char::from_u32(c as u32 - 0xFF10 + u32::from(b'0')),
+        _ => None,
+    }
+}
+
+/// Separators a number may be written with, as the normalizer accepts them.
+fn is_plain_separator(c: char) -> bool {
+    c == ' ' || c == '-'
+}
+
+/// Separators only a phone number is recognised through.
+fn is_other_separator(c: char) -> bool {
+    matches!(c, '.' | '_' | '/' | '\u{3000}' | '\u{FF0D}' | '\u{FF0E}')
+}
+
+/// Whether `digits` (ASCII) are a mainland mobile, bare or after 86 / 0086.
+fn is_mobile_digits(digits: &str) -> bool {
+    ["", "86", "0086"].iter().any(|p| {
+        digits
+            .strip_prefix(p)
+            .is_some_and(|rest| rest.len() == 11 && rest.starts_with('1'))
+    })
+}
+
+/// Rewrites each run of digits of `text` (single separators allowed between
+/// digits) for which `mask` holds, given the run's digits; a date
 /// `YYYY-MM-DD` is left as it is when `skip_dates`. A run starts at a digit
-/// that follows no digit.
+/// that follows no digit. A run with separators other than spaces and dashes
+/// is masked whole when it is a mobile number, else piece by piece.
 fn mask_runs(text: &str, skip_dates: bool, mask: impl Fn(&str) -> bool) -> String {
-    let b = text.as_bytes();
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let at = |k: usize| chars.get(k).map_or(text.len(), |&(b, _)| b);
+    let is_digit = |k: usize| chars.get(k).is_some_and(|&(_, c)| digit_value(c).is_some());
     let mut out = String::with_capacity(text.len());
     let mut copied = 0; // text[..copied] is in `out`
+    let mut emit = |out: &mut String, from: usize, to: usize, digits: usize| {
+        out.push_str(&text[copied..from]);
+        out.push_str(&mask_number(&text[from..to], digits));
+        copied = to;
+    };
     let mut i = 0;
-    while i < b.len() {
-        if !b[i].is_ascii_digit() || (i > 0 && b[i - 1].is_ascii_digit()) {
+    while i < chars.len() {
+        if !is_digit(i) || (i > 0 && is_digit(i - 1)) {
             i += 1;
             continue;
         }
+        // The longest run with any separator, then judged.
         let start = i;
-        let (mut end, mut j) = (i, i);
-        while j < b.len() {
-            if b[j].is_ascii_digit() {
+        let (mut end, mut j, mut other) = (i, i, false);
+        while j < chars.len() {
+            let c = chars[j].1;
+            if digit_value(c).is_some() {
                 j += 1;
                 end = j;
-            } else if (b[j] == b' ' || b[j] == b'-') && b.get(j + 1).is_some_and(u8::is_ascii_digit)
-            {
+            } else if (is_plain_separator(c) || is_other_separator(c)) && is_digit(j + 1) {
+                other |= is_other_separator(c);
                 j += 1;
             } else {
                 break;
             }
         }
-        if skip_dates && is_date(&b[start..end]) {
-            i = start + 10;
+        let digits_of = |from: usize, to: usize| -> String {
+            chars[from..to].iter().filter_map(|&(_, c)| digit_value(c)).collect()
+        };
+        let whole = digits_of(start, end);
+        if other && is_mobile_digits(&whole) {
+            emit(&mut out, at(start), at(end), whole.len());
+            i = end;
             continue;
         }
-        let digits: String = text[start..end]
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect();
-        if mask(&digits) {
-            out.push_str(&text[copied..start]);
-            out.push_str(&mask_number(&text[start..end], digits.len()));
-            copied = end;
+        // Piece by piece, each piece a run joined by spaces and dashes only;
+        // a date at the start of one is skipped and the rest judged alone.
+        let mut k = start;
+        while k < end {
+            let mut piece_end = k;
+            while piece_end < end && !is_other_separator(chars[piece_end].1) {
+                piece_end += 1;
+            }
+            let mut p = k;
+            while p < piece_end {
+                if !is_digit(p) {
+                    p += 1;
+                    continue;
+                }
+                if skip_dates && is_date(&text.as_bytes()[at(p)..at(piece_end)]) {
+                    p += 10;
+                    continue;
+                }
+                let digits = digits_of(p, piece_end);
+                if mask(&digits) {
+                    emit(&mut out, at(p), at(piece_end), digits.len());
+                }
+                break;
+            }
+            k = piece_end + 1;
         }
         i = end;
     }
@@ -134,18 +199,12 @@ fn mask_runs(text: &str, skip_dates: bool, mask: impl Fn(&str) -> bool) -> Strin
 }
 
 /// Masks the phone numbers in text shown to an operator (a dead letter's
-/// body in a listing): a run of digits (single spaces or dashes allowed
-/// between them) that is a mainland mobile, bare or after 86 / 0086. Other
-/// runs (subIds, callIds, epoch seconds, dates) stay readable. Logs use
-/// [`mask_digits_in`], which masks every run of 7 or more digits.
+/// body in a listing): a run of digits (separators allowed between them as
+/// in [`mask_digits_in`]) that is a mainland mobile, bare or after 86 /
+/// 0086. Other runs (subIds, callIds, epoch seconds, dates) stay readable.
+/// Logs use [`mask_digits_in`], which masks every run of 7 or more digits.
 pub fn mask_phones_in(text: &str) -> String {
-    mask_runs(text, false, |digits| {
-        ["", "86", "0086"].iter().any(|p| {
-            digits
-                .strip_prefix(p)
-                .is_some_and(|rest| rest.len() == 11 && rest.starts_with('1'))
-        })
-    })
+    mask_runs(text, false, is_mobile_digits)
 }
 
 /// `YYYY-MM-DD` at the start of `run`.
@@ -168,7 +227,7 @@ fn mask_number(run: &str, digits: usize) -> String {
     let mut seen = 0;
     run.chars()
         .map(|c| {
-            if !c.is_ascii_digit() {
+            if digit_value(c).is_none() {
                 return c;
             }
             seen += 1;
@@ -267,6 +326,16 @@ mod tests {
             ("Mode \"13988888888\"", "Mode \"139****8888\""),
             ("7-digit 1234567 run", "7-digit **** run"),
             ("12-34-56-7 x", "**-**-**-* x"),
+            // A mobile however its digits are split or written.
+            ("act 138.0000.0001 x", "act 138.****.0001 x"),
+            ("a_138_0000_0001", "a_138_****_0001"),
+            ("138/0000/0001", "138/****/0001"),
+            ("86.138.0000.0001", "86.1**.****.0001"),
+            ("１３８０００００００１", "１３８****０００１"),
+            ("１３８－００００－０００１", "１３８－****－０００１"),
+            ("at 2026-11-23 13988888888", "at 2026-11-23 139****8888"),
+            // Not mobiles: judged piece by piece, as without the dots.
+            ("v 1.2.3 id 100.1234567", "v 1.2.3 id 100.****"),
         ] {
             assert_eq!(mask_digits_in(raw), shown, "{raw}");
         }
@@ -275,6 +344,7 @@ mod tests {
             "2026-11-25T06:17:01.123456Z",
             "started 2026-11-23 10:00:00, 3 of 10 in 1200 ms",
             "127.0.0.1:5672 中文 ok",
+            "v 1.2.3 build 2026.1125, 10.25 ms, /a/12/b_3",
             "",
         ] {
             assert_eq!(mask_digits_in(same), same);

@@ -258,6 +258,36 @@ proptest! {
     }
 
     #[test]
+    fn a_mobile_is_masked_however_it_is_written(
+        m in "1[3-9][0-9]{9}",
+        prefix in prop_oneof![Just(""), Just("+86"), Just("0086"), Just("86."), Just("+86 ")],
+        sep in prop_oneof![Just(""), Just(" "), Just("-"), Just("."), Just("_"), Just("/"), Just("\u{3000}")],
+        wide in any::<bool>(),
+        before in "[a-z :=\"{,]{0,6}",
+        after in "[a-z :=\"},]{0,6}",
+    ) {
+        let digits = |s: &str| -> String {
+            s.chars()
+                .map(|c| if wide { char::from_u32(c as u32 - u32::from(b'0') + 0xFF10).unwrap() } else { c })
+                .collect()
+        };
+        let written = format!("{before}{prefix}{}{sep}{}{sep}{}{after}", digits(&m[..3]), digits(&m[3..7]), digits(&m[7..]));
+        // Whatever the form, the middle four digits never come out.
+        let shown: String = phone::mask_digits_in(&written)
+            .chars()
+            .filter_map(|c| match c {
+                '0'..='9' => Some(c),
+                '\u{FF10}'..='\u{FF19}' => char::from_u32(c as u32 - 0xFF10 + u32::from(b'0')),
+                '*' => Some('*'),
+                _ => None,
+            })
+            .collect();
+        // The last 11 symbols are the number's: its middle four are stars.
+        let tail: Vec<char> = shown.chars().rev().take(11).collect::<Vec<_>>().into_iter().rev().collect();
+        prop_assert!(tail.len() == 11 && tail[3..7].iter().all(|&c| c == '*'), "{written} -> {shown}");
+    }
+
+    #[test]
     fn masks_never_show_the_middle(n in "[0-9]{8,20}") {
         let shown = phone::mask(&n).to_string();
         prop_assert_eq!(shown.len(), 11);

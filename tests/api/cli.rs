@@ -190,6 +190,15 @@ async fn logs_are_json_and_never_show_a_full_number() {
         "13922223333",
         "139 4444 5555",
         "13944445555",
+        // Split by dots, underscores, slashes; full-width digits.
+        "138.0000.0001",
+        "13800000001",
+        "１３８０００００００２",
+        "13800000002",
+        "138_0000_0003",
+        "13800000003",
+        "138/0000/0004",
+        "13800000004",
     ];
     for (kind, body) in [
         (QueueKind::XbUnbind, r#"{"subId":"1000039976446302","telX":"17111526089","telA":"13470110001","telB":"13700051234"}"#.to_owned()),
@@ -202,6 +211,8 @@ async fn logs_are_json_and_never_show_a_full_number() {
         (QueueKind::CallRecord, r#"{"subId":"13911112222","callId":"13911112222"}"#.to_owned()),
         (QueueKind::XbUnbind, r#"{"subId":"13911112222","telX":"139-2222-3333"}"#.to_owned()),
         (QueueKind::Blacklist, r#"{"private_number":"139-2222-3333","action":"139 4444 5555","userid":1,"type":0}"#.to_owned()),
+        (QueueKind::Blacklist, r#"{"private_number":"１３８０００００００２","action":"138.0000.0001","userid":1,"type":0}"#.to_owned()),
+        (QueueKind::CallRecord, r#"{"subId":"138_0000_0003","callId":"138/0000/0004"}"#.to_owned()),
     ] {
         app.publish(kind, body.as_bytes()).await;
     }
@@ -223,7 +234,7 @@ async fn logs_are_json_and_never_show_a_full_number() {
     assert_eq!(answer.json()["Code"], 1002, "{}", answer.body);
     assert!(!answer.body.contains("139 4444 5555"), "{}", answer.body);
     app.eventually("the retried one is dead-lettered", || async {
-        app.queue_len(&app.dlq(QueueKind::Blacklist)).await == 3
+        app.queue_len(&app.dlq(QueueKind::Blacklist)).await == 4
     })
     .await;
     app.drained().await;
