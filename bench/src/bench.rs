@@ -90,6 +90,12 @@ pub struct Throughput {
     pub confirm_ms: Option<f64>,
     /// CPU seconds the local broker used during the drain (None: not found).
     pub broker_cpu_seconds: Option<f64>,
+    /// CPU seconds Redis reported using during the drain.
+    pub redis_cpu_seconds: Option<f64>,
+    /// Cores busy on average during the drain, all processes (from
+    /// /proc/stat): with the broker, Redis and the consumer on one machine,
+    /// how close the drain came to the machine's limit.
+    pub cores_busy: Option<f64>,
 }
 
 impl Throughput {
@@ -98,6 +104,10 @@ impl Throughput {
     }
     pub fn cpu_us_per_message(&self) -> f64 {
         self.cpu_seconds * 1e6 / self.messages as f64
+    }
+    pub fn redis_us_per_message(&self) -> Option<f64> {
+        self.redis_cpu_seconds
+            .map(|s| s * 1e6 / self.messages as f64)
     }
     pub fn broker_us_per_message(&self) -> Option<f64> {
         self.broker_cpu_seconds
@@ -254,6 +264,68 @@ fn broker_cpu() -> Option<(u32, f64)> {
     user_sys(pid).map(|(u, s)| (pid, u + s))
 }
 
+/// What the other processes of the machine used during a drain.
+struct Others {
+    broker: Option<(u32, f64)>,
+    redis: Option<f64>,
+    machine: Option<(f64, f64)>,
+}
+
+impl Others {
+    async fn start(redis: &redis::aio::MultiplexedConnection) -> Self {
+        Self {
+            broker: broker_cpu(),
+            redis: redis_cpu(redis).await,
+            machine: machine_ticks(),
+        }
+    }
+
+    /// (broker CPU s, Redis CPU s, cores busy) since `start`.
+    async fn since(self, redis: &redis::aio::MultiplexedConnection) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let redis1 = redis_cpu(redis).await;
+        let machine = match (self.machine, machine_ticks()) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                Some((b1 - b0) / (t1 - t0) * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64)
+            }
+            _ => None,
+        };
+        (
+            broker_cpu_since(self.broker),
+            self.redis.zip(redis1).map(|(a, b)| b - a),
+            machine,
+        )
+    }
+}
+
+/// Redis's own CPU seconds so far (`INFO cpu`: used_cpu_user + used_cpu_sys).
+async fn redis_cpu(redis: &redis::aio::MultiplexedConnection) -> Option<f64> {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut redis.clone())
+        .await
+        .ok()?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok())
+    };
+    Some(field("used_cpu_user")? + field("used_cpu_sys")?)
+}
+
+/// (busy, total) jiffies of all CPUs from /proc/stat.
+fn machine_ticks() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
+}
+
 /// Broker CPU seconds between two readings of the same server process.
 fn broker_cpu_since(start: Option<(u32, f64)>) -> Option<f64> {
     let (pid, before) = start?;
@@ -403,7 +475,7 @@ async fn measure_worker(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let started = Instant::now();
-    let broker0 = broker_cpu();
+    let others = Others::start(redis).await;
     let (cpu0, _) = workers.usage();
     let split0 = workers
         .children
@@ -423,6 +495,7 @@ async fn measure_worker(
     }
     let seconds = started.elapsed().as_secs_f64();
     let (cpu1, rss) = workers.usage();
+    let (broker_cpu_seconds, redis_cpu_seconds, cores_busy) = others.since(redis).await;
     let split1 = workers
         .children
         .iter()
@@ -441,7 +514,9 @@ async fn measure_worker(
         cpu_seconds: cpu1 - cpu0,
         peak_rss_kib: rss,
         confirm_ms,
-        broker_cpu_seconds: broker_cpu_since(broker0),
+        broker_cpu_seconds,
+        redis_cpu_seconds,
+        cores_busy,
     })
 }
 
@@ -491,7 +566,7 @@ async fn measure_bare(
     // (confirms, their total time in µs) of the publishing variant.
     let confirms = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let started = Instant::now();
-    let broker0 = broker_cpu();
+    let others = Others::start(redis).await;
     // The bare consumer runs in this process: its CPU over the drain is the
     // yardstick for the worker's (the drain loop's polls are negligible).
     let own = std::process::id();
@@ -601,6 +676,7 @@ async fn measure_bare(
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = process_usage(own)?.0 - cpu0;
+    let (broker_cpu_seconds, redis_cpu_seconds, cores_busy) = others.since(redis).await;
     for ch in channels {
         let _ = ch.close(200, "bench".into()).await;
     }
@@ -614,7 +690,9 @@ async fn measure_bare(
         cpu_seconds,
         peak_rss_kib: 0,
         confirm_ms: (count > 0).then(|| micros as f64 / 1e3 / count as f64),
-        broker_cpu_seconds: broker_cpu_since(broker0),
+        broker_cpu_seconds,
+        redis_cpu_seconds,
+        cores_busy,
     })
 }
 
@@ -937,12 +1015,28 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 let v: Vec<f64> = runs.iter().filter_map(Throughput::broker_us_per_message).collect();
                 (!v.is_empty()).then(|| median(v.into_iter()))
             };
-            let broker = match (broker(&workers), broker(&bares), broker(&publishing)) {
-                (Some(w), Some(b), Some(p)) => format!("; broker CPU {w:.1} µs/msg (bare consumer's {b:.1}, publishing yardstick's {p:.1})"),
+            let broker = match (broker(&workers), broker(&bares), broker(&publishing), broker(&floor)) {
+                (Some(w), Some(b), Some(p), Some(f)) => format!("; broker CPU {w:.1} µs/msg (bare consumer's {b:.1}, publishing yardstick's {p:.1}, floor's {f:.1})"),
+                _ => String::new(),
+            };
+            // Redis's CPU and the whole machine's: the drains share its cores.
+            let redis_cpu = |runs: &[Throughput]| {
+                let v: Vec<f64> = runs.iter().filter_map(Throughput::redis_us_per_message).collect();
+                (!v.is_empty()).then(|| median(v.into_iter()))
+            };
+            let busy = |runs: &[Throughput]| {
+                let v: Vec<f64> = runs.iter().filter_map(|t| t.cores_busy).collect();
+                (!v.is_empty()).then(|| median(v.into_iter()))
+            };
+            let machine = match (redis_cpu(&workers), redis_cpu(&floor), busy(&workers), busy(&one_queue), busy(&publishing), busy(&floor)) {
+                (Some(rw), Some(rf), Some(bw), Some(bo), Some(bp), Some(bf)) => format!(
+                    "; Redis CPU {rw:.1} µs/msg (floor's {rf:.1}); cores busy {bw:.2} (one bare queue {bo:.2}, publishing yardstick {bp:.2}, floor {bf:.2}) of {}",
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                ),
                 _ => String::new(),
             };
             report += &format!(
-                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2}; bare consumer on one queue {:.0} msg/s, ratio {:.2}{confirms}{broker}; bare consumer on one queue storing to Redis {:.0} msg/s, ratio {:.2}; the contract's floor (Redis scripts and call-log publishes only) {:.0} msg/s, ratio {:.2} | CPU {:.1} µs/msg (bare consumer on one queue {:.1}, ratio {:.2}; storing to Redis {:.1}, ratio {:.2}; contract floor {:.1}, ratio {:.2}) | peak RSS {:.1} MiB |\n",
+                "| throughput | {} worker(s), prefetch {prefetch} | {} messages ({}){} | worker {:.0} msg/s, bare consumer {:.0} msg/s, ratio {:.2}{spread}; bare consumer publishing per call record {:.0} msg/s, ratio {:.2}; bare consumer on one queue {:.0} msg/s, ratio {:.2}{confirms}{broker}{machine}; bare consumer on one queue storing to Redis {:.0} msg/s, ratio {:.2}; the contract's floor (Redis scripts and call-log publishes only) {:.0} msg/s, ratio {:.2} | CPU {:.1} µs/msg (bare consumer on one queue {:.1}, ratio {:.2}; storing to Redis {:.1}, ratio {:.2}; contract floor {:.1}, ratio {:.2}) | peak RSS {:.1} MiB |\n",
                 opts.workers,
                 opts.messages,
                 opts.only.map_or("40/30/20/10 mix", |k| k.key()),

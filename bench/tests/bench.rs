@@ -74,6 +74,9 @@ async fn bench_measures_reports_and_cleans_up() {
         assert!(number(row, before, after) > 0.0, "{before}: {row}");
     }
     assert!(number(row, "broker CPU ", " µs/msg") > 0.0, "{row}");
+    assert!(number(row, "Redis CPU ", " µs/msg") >= 0.0, "{row}");
+    let busy = number(row, "cores busy ", " (");
+    assert!(busy > 0.0 && busy <= 64.0, "{row}");
 
     let out = tokio::time::timeout(
         Duration::from_secs(120),
