@@ -85,6 +85,23 @@ enum Command {
 }
 
 /// Loads the settings and runs the command (the worker by default).
+/// An error that asks for an exit status of its own (the default is 1). The
+/// binary looks for it in the error's chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExitStatus {
+    pub code: u8,
+    pub message: String,
+}
+
+/// The exit status for `error`: its [`ExitStatus`] if it carries one, else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<ExitStatus>())
+        .map_or(1, |s| s.code)
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     // Offline commands do without a config file: the shipped defaults.
     let offline = matches!(

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use crate::{
+    cli::ExitStatus,
     config::{QueueKind, Settings},
     handlers::{self, Job, Limits},
     outcome::HandlerError,
@@ -33,17 +34,23 @@ pub struct ValidateArgs {
 }
 
 impl ValidateArgs {
-    /// Prints one line per message; fails when any is not accepted whole.
+    /// Prints one line per message; fails (exit status 1) when any is not
+    /// accepted whole, and with exit status 2 when the input cannot be read,
+    /// as `grep` and `diff` tell "found" from "could not look".
     pub fn run(self, settings: &Settings) -> anyhow::Result<()> {
-        let input = if self.file.as_os_str() == "-" {
+        let read = if self.file.as_os_str() == "-" {
             let mut b = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
-                .context("Failed to read standard input")?;
-            b
+                .map(|_| b)
+                .context("Failed to read standard input")
         } else {
             std::fs::read(&self.file)
-                .with_context(|| format!("Failed to read {}", self.file.display()))?
+                .with_context(|| format!("Failed to read {}", self.file.display()))
         };
+        let input = read.map_err(|e| ExitStatus {
+            code: 2,
+            message: format!("{e:#}"),
+        })?;
         let verdicts = validate(settings, self.queue, &input);
         let rejected = verdicts
             .iter()

@@ -296,3 +296,43 @@ fn a_closed_stdout_ends_a_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
 }
+
+/// `validate` tells its three answers apart by exit status: 0 when every
+/// message would be applied, 1 when one would not, 2 when the input cannot
+/// be read at all (as `grep` and `diff` do), so a producer's CI script can
+/// tell a bad message from a wrong path.
+#[test]
+fn validate_exit_status_tells_rejected_from_unreadable() {
+    let run = |file: &str, stdin: &[u8]| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(BIN)
+            .args(["--config", CONFIG, "validate", "blacklist", file])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let good = br#"{"private_number":"13470110001","action":"add","userid":1,"type":0}"#;
+    let (code, stdout, _) = run("-", good);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("accepted"), "{stdout}");
+
+    let bad = br#"{"private_number":"134****0001","action":"add","userid":1,"type":0}"#;
+    let (code, stdout, stderr) = run("-", bad);
+    assert_eq!(code, Some(1), "{stdout} {stderr}");
+    assert!(stdout.contains("rejected: invalid_number"), "{stdout}");
+
+    let missing = std::env::temp_dir().join(format!("axn-{}-missing.jsonl", unique_id()));
+    let (code, stdout, stderr) = run(missing.to_str().unwrap(), b"");
+    assert_eq!(code, Some(2), "{stdout} {stderr}");
+    assert!(stderr.contains("Failed to read"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+}
