@@ -193,7 +193,13 @@ fn process(
                         format!("handler timed out after {} s", timeout.as_secs()),
                     )))],
                 };
-                let parts = replicated(&ctx, generation, parts).await;
+                // Boxed, and only when WAIT is configured: its Redis future
+                // would otherwise triple the size of every message's task.
+                let parts = if ctx.store.waits_for_replicas() {
+                    Box::pin(replicated(&ctx, generation, parts)).await
+                } else {
+                    parts
+                };
                 q.metrics
                     .handled(outcome_label(&parts), started.elapsed().as_secs_f64());
                 Box::pin(settle(&q, &ctx, &acks, delivery, &history, parts)).await;

@@ -19,6 +19,7 @@ use super::{
 use crate::{
     amqp::{
         forward::{Forward, forwarded_properties},
+        publisher::PublishError,
         headers::History,
     },
     handlers::Ctx,
@@ -27,6 +28,29 @@ use crate::{
 };
 
 /// Decides the fate of one delivery from its parts' outcomes, in one place.
+/// Publishes the copy of `delivery` that `to` describes (a retry, a dead
+/// letter, a parked record), with its headers, and waits for the confirm.
+async fn move_copy(
+    ctx: &Ctx,
+    from: &str,
+    delivery: &Delivery,
+    body: &[u8],
+    history: &History,
+    to: Forward<'_>,
+) -> Result<(), PublishError> {
+    let key = ctx.store.signing_key().await;
+    let props = forwarded_properties(
+        &delivery.properties,
+        body,
+        from,
+        history,
+        &to,
+        key.as_ref(),
+        ctx.publisher.frame_max(),
+    );
+    ctx.publisher.publish("", to.queue, body, props).await
+}
+
 /// Takes the delivery by value: it is acked or nacked exactly once.
 pub async fn settle(
     rt: &QueueRuntime,
@@ -79,23 +103,17 @@ pub async fn settle(
             }
         };
         if let Some((to, reason, error, attempts)) = forward {
-            let key = ctx.store.signing_key().await;
-            let props = forwarded_properties(
-                &delivery.properties,
-                body,
-                &q.name,
-                history,
-                &Forward {
-                    queue: &to,
-                    reason,
-                    error: &error,
-                    attempts,
-                    confirmed_call_id: part.confirmed_call_id.as_deref(),
-                },
-                key.as_ref(),
-                ctx.publisher.frame_max(),
-            );
-            if let Err(e) = ctx.publisher.publish("", &to, body, props).await {
+            let moving = Forward {
+                queue: &to,
+                reason,
+                error: &error,
+                attempts,
+                confirmed_call_id: part.confirmed_call_id.as_deref(),
+            };
+            // Boxed: the publish's future is large and only this path needs it;
+            // unboxed it would quadruple every settle's size (copied per message).
+            let moved = Box::pin(move_copy(ctx, &q.name, &delivery, body, history, moving)).await;
+            if let Err(e) = moved {
                 metrics.publish_failed();
                 tracing::error!(error = %e, to = %to, "could not move the message: it goes back to its queue");
                 durable = false;

@@ -44,7 +44,7 @@ use lapin::BasicProperties;
 use serde_json::Value;
 
 use super::{Ctx, HandlerError, Outcome, Part, Reason, fields::Fields, kind_of};
-use crate::{phone::mask_digits_in, store::Claim};
+use crate::{amqp::publisher::PublishError, phone::mask_digits_in, store::Claim};
 
 /// One call record. Only `sub_id` and `call_id` matter to the effect; the
 /// rest is carried for logs.
@@ -238,29 +238,15 @@ async fn publish_and_commit(
     token: String,
     event: Vec<u8>,
 ) -> Result<(), Failure> {
-    let out = &ctx.settings.publish.call_log;
     let props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_message_id(call_id.as_str().into());
     let published_at = std::time::Instant::now();
-    let publish = ctx
-        .publisher
-        .publish(&out.exchange, &out.routing_key, &event, props);
-    tokio::pin!(publish);
-    let every = (ctx.timeout / 3).max(Duration::from_millis(100));
-    let result = loop {
-        tokio::select! {
-            r = &mut publish => break r,
-            _ = tokio::time::sleep(every) => {
-                match ctx.store.renew_call(&call_id, &token, ctx.timeout).await {
-                    Ok(true) => tracing::debug!("publish lease renewed while waiting for the confirm"),
-                    Ok(false) => tracing::warn!("the publish lease was lost while waiting for the confirm"),
-                    Err(e) => tracing::warn!(error = %e, "could not renew the publish lease"),
-                }
-            }
-        }
-    };
+    // One await on a helper: the publish future, live across two awaits in
+    // there, would otherwise sit beside the commit's in this task, whose
+    // size is copied several times per call record (docs/performance.md).
+    let result = publish_renewing(&ctx, &call_id, &token, &event, props).await;
     match result {
         Ok(()) => {
             ctx.metrics
@@ -277,6 +263,36 @@ async fn publish_and_commit(
                 release(&ctx, &call_id, &token).await;
             }
             Err(HandlerError::transient(format!("call-log event not confirmed: {e}")).into())
+        }
+    }
+}
+
+/// Publishes the call-log event and waits for its confirm, renewing the
+/// call's publish lease meanwhile.
+async fn publish_renewing(
+    ctx: &Ctx,
+    call_id: &str,
+    token: &str,
+    event: &[u8],
+    props: BasicProperties,
+) -> Result<(), PublishError> {
+    let out = &ctx.settings.publish.call_log;
+    let every = (ctx.timeout / 3).max(Duration::from_millis(100));
+    let publish = ctx
+        .publisher
+        .publish(&out.exchange, &out.routing_key, event, props);
+    tokio::pin!(publish);
+    loop {
+        tokio::select! {
+            r = &mut publish => return r,
+            _ = tokio::time::sleep(every) => {
+                // Boxed: rare, and its Redis future is large.
+                match Box::pin(ctx.store.renew_call(call_id, token, ctx.timeout)).await {
+                    Ok(true) => tracing::debug!("publish lease renewed while waiting for the confirm"),
+                    Ok(false) => tracing::warn!("the publish lease was lost while waiting for the confirm"),
+                    Err(e) => tracing::warn!(error = %e, "could not renew the publish lease"),
+                }
+            }
         }
     }
 }

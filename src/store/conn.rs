@@ -220,10 +220,16 @@ impl Store {
     /// hold them (at once when 0), or an error saying how many did. A WAIT
     /// on another master than the writes' proves nothing: if the worker
     /// moved meanwhile, that is an error too.
+    /// Whether [`Self::wait_for_replicas`] waits at all (`[redis]
+    /// wait_for_replicas` set, and not a cluster).
+    pub fn waits_for_replicas(&self) -> bool {
+        self.replicas.replicas != 0 && !self.is_cluster()
+    }
+
     pub async fn wait_for_replicas(&self, generation: u64) -> redis::RedisResult<()> {
         use std::sync::atomic::Ordering;
         let w = &self.replicas;
-        if w.replicas == 0 || self.is_cluster() {
+        if !self.waits_for_replicas() {
             return Ok(());
         }
         let moved = || {
