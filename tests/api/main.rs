@@ -18,6 +18,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod http_timeouts;
+mod io_loop;
 mod lifecycle;
 mod mapping;
 mod once_per_call;

@@ -218,9 +218,20 @@ impl<
         let waker = self.socket_state.handle();
         let loop_span = io_loop_span(tracing::Span::current());
         let (sender, receiver) = flume::bounded(1);
+        let channels = self.channels.clone();
         drop(runtime.spawn(
             async move {
-                let res = self.run_loop().await;
+                // A panic in the loop (a bug) ends the connection as an error,
+                // which its users see, instead of leaving it `Connected` with
+                // no loop behind it.
+                let res = match CatchUnwind(Box::pin(self.run_loop())).await {
+                    Ok(res) => res,
+                    Err(_) => {
+                        let error = Error::from(io::Error::other("lapin's I/O loop panicked"));
+                        channels.set_connection_error(error.clone());
+                        Err(error)
+                    }
+                };
                 let _ = sender.send(res);
             }
             .instrument(loop_span),
@@ -331,8 +342,18 @@ impl<
 
     /// Whether the next round has nothing to do until the socket or the application
     /// signals (the condition under which the thread version blocked in `run`).
+    /// The same steps as the start of `run` (which repeats them harmlessly):
+    /// a connection closed meanwhile stops the loop here instead of waiting
+    /// for a socket event that may never come, and a connection just opened
+    /// finishes its setup (heartbeat) before waiting.
     fn must_wait(&mut self, connection_killswitch: &KillSwitch) -> bool {
         self.poll_socket_events();
+        match self.ensure_setup() {
+            Ok(true) => {}
+            // Stopped, or an error `run` will report: do not wait.
+            Ok(false) | Err(_) => return false,
+        }
+        self.check_connection_state();
         if self.status == Status::Stop {
             return false;
         }
@@ -717,5 +738,21 @@ impl Future for YieldNow {
         self.0 = true;
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+/// Polls a future, turning a panic in it into `Err`.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
     }
 }
