@@ -15,7 +15,7 @@ use std::{
 
 use lapin::{Connection, ConnectionProperties};
 
-use crate::config::Settings;
+use crate::config::{NodeOrder, Settings};
 
 /// The name the connection shows in the broker's management tools:
 /// `axn-worker@<host>:<pid>`, then `/<instance>` when the embedding code
@@ -34,16 +34,36 @@ pub fn connection_name(instance: Option<&str>) -> String {
 
 /// Where the next connection attempt starts in the `[amqp] url` list: the
 /// node after the one connected last, so that after losing a node the
-/// worker goes to another first.
-static NEXT_NODE: AtomicUsize = AtomicUsize::new(0);
+/// worker goes to another first. `usize::MAX` until the first connection.
+static NEXT_NODE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// The node a process tries first: the first listed, or one chosen at
+/// random (`seed`) among `nodes`.
+pub fn first_node(order: NodeOrder, nodes: usize, seed: u64) -> usize {
+    match order {
+        NodeOrder::Listed => 0,
+        NodeOrder::Shuffled => (seed % nodes.max(1) as u64) as usize,
+    }
+}
 
 /// Connects to the broker under `name`: to the first node of `[amqp] url`
 /// that answers within the configured timeout, starting after the node
-/// connected last. The error names every node tried (without credentials).
+/// connected last (the first time, where `[amqp] node_order` says). The
+/// error names every node tried (without credentials).
 pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<Connection> {
     let urls = settings.amqp.url.urls();
     let timeout = Duration::from_secs(settings.amqp.connect_timeout_secs);
-    let start = NEXT_NODE.load(Ordering::Relaxed);
+    let start = match NEXT_NODE.load(Ordering::Relaxed) {
+        usize::MAX => {
+            use std::hash::{BuildHasher as _, Hasher as _};
+            // Random per process (std's hasher keys are).
+            let seed = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            first_node(settings.amqp.node_order, urls.len(), seed)
+        }
+        next => next,
+    };
     let mut failures = Vec::new();
     for i in 0..urls.len() {
         let index = (start + i) % urls.len();
@@ -74,4 +94,44 @@ fn node_of(url: &str) -> String {
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host)
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_starts_at_the_first_node_and_shuffled_anywhere() {
+        for seed in [0, 1, 7, u64::MAX] {
+            assert_eq!(first_node(NodeOrder::Listed, 3, seed), 0);
+        }
+        let mut seen = [false; 3];
+        for seed in 0..30 {
+            let i = first_node(NodeOrder::Shuffled, 3, seed);
+            assert!(i < 3);
+            seen[i] = true;
+        }
+        assert_eq!(seen, [true; 3], "every node can come first");
+        assert_eq!(first_node(NodeOrder::Shuffled, 1, 12345), 0);
+        assert_eq!(first_node(NodeOrder::Shuffled, 0, 12345), 0);
+    }
+
+    #[test]
+    fn node_order_is_read_from_the_file_and_defaults_to_shuffled() {
+        let parse = |extra: &str| -> AmqpSettingsProbe {
+            toml::from_str(&format!(
+                "url = \"amqp://h/%2f\"\n{extra}connect_timeout_secs = 1\nreconnect_min_delay_ms = 1\nreconnect_max_delay_ms = 1\nqueue_depth_interval_ms = 1\n"
+            ))
+            .unwrap()
+        };
+        type AmqpSettingsProbe = crate::config::AmqpSettings;
+        assert_eq!(parse("").node_order, NodeOrder::Shuffled);
+        assert_eq!(parse("node_order = \"listed\"\n").node_order, NodeOrder::Listed);
+        assert!(
+            toml::from_str::<AmqpSettingsProbe>(
+                "url = \"amqp://h/%2f\"\nnode_order = \"first\"\nconnect_timeout_secs = 1\nreconnect_min_delay_ms = 1\nreconnect_max_delay_ms = 1\nqueue_depth_interval_ms = 1\n"
+            )
+            .is_err()
+        );
+    }
 }

@@ -56,6 +56,10 @@ pub struct Settings {
 pub struct AmqpSettings {
     /// One broker, or the nodes of a cluster. Holds credentials: never printed.
     pub url: AmqpUrl,
+    /// Which node of a list a process tries first (absent in older files:
+    /// `shuffled`).
+    #[serde(default)]
+    pub node_order: NodeOrder,
     pub connect_timeout_secs: u64,
     pub reconnect_min_delay_ms: u64,
     pub reconnect_max_delay_ms: u64,
@@ -205,6 +209,19 @@ pub struct MappingSettings {
 pub struct OperationsSettings {
     /// Allows `dlq export --unmasked` (raw bodies, numbers in full, to a file).
     pub allow_unmasked_export: bool,
+}
+
+/// `[amqp] node_order`: where each process starts in a list of nodes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeOrder {
+    /// A node chosen at random per process, so that replicas sharing one
+    /// configuration spread over the cluster (as the RabbitMQ Java client
+    /// shuffles its address list).
+    #[default]
+    Shuffled,
+    /// The first node of the list, then the next: for a preferred node.
+    Listed,
 }
 
 /// `[amqp] url`: one broker URL, or the addresses of a RabbitMQ cluster's
