@@ -43,6 +43,7 @@ use serde_json::json;
 
 use axn_worker::{
     amqp::{self, topology},
+    broker::acks::{AckBatcher, Verdict},
     config::{QueueKind, Settings},
     ops::{namespace, probe},
     store::Keys,
@@ -539,7 +540,8 @@ enum Bare {
     /// The contract's unavoidable external work and nothing else, on the
     /// worker's queues at their prefetch: per delivery one Redis script, and
     /// for a call record a second one after one confirmed persistent publish
-    /// (the worker's claim, event and commit), then the ack. No parsing, no
+    /// (the worker's claim, event and commit), then the ack, coalesced as
+    /// the worker coalesces them (its `AckBatcher`). No parsing, no
     /// ordering, no metrics or logs.
     Floor,
 }
@@ -572,6 +574,7 @@ async fn measure_bare(
     let own = std::process::id();
     let cpu0 = process_usage(own)?.0;
     let mut channels = Vec::new();
+    let tracker = tokio_util::task::TaskTracker::new();
     let kinds: &[QueueKind] = match bare {
         Bare::OneQueue | Bare::Storing => &[QueueKind::CallRecord],
         _ => &QueueKind::ALL,
@@ -605,6 +608,9 @@ async fn measure_bare(
             Bare::Floor => (1, 0),
             _ => (0, 0),
         };
+        // The floor acks as the worker does: runs of settled deliveries in
+        // one `multiple` frame.
+        let batcher = (bare == Bare::Floor).then(|| AckBatcher::new(tracker.clone()));
         let store = (scripts.0 > 0).then(|| {
             (
                 redis.clone(),
@@ -617,6 +623,10 @@ async fn measure_bare(
         tokio::spawn(async move {
             let mut i = 0u64;
             while let Some(Ok(d)) = consumer.next().await {
+                if let Some(b) = &batcher {
+                    b.register(d.delivery_tag);
+                }
+                let batcher = batcher.clone();
                 let acked = Arc::clone(&acked);
                 let confirms = Arc::clone(&confirms);
                 let publisher = publisher.clone();
@@ -624,16 +634,20 @@ async fn measure_bare(
                 let store = store.clone();
                 i += 1;
                 tokio::spawn(async move {
-                    let key = |prefix: &str| format!("{prefix}bench-store:{}", i % 1000);
-                    if let Some((r, script, prefix)) = &store {
-                        let stored: redis::RedisResult<i64> = script
-                            .key(key(prefix))
-                            .arg(d.data.len())
-                            .invoke_async(&mut r.clone())
-                            .await;
-                        if stored.is_err() {
-                            return;
-                        }
+                    // One script on the key of this delivery (if this yardstick stores).
+                    let store_once = async |value: usize| -> bool {
+                        let Some((r, script, prefix)) = &store else {
+                            return true;
+                        };
+                        script
+                            .key(format!("{prefix}bench-store:{}", i % 1000))
+                            .arg(value)
+                            .invoke_async::<i64>(&mut r.clone())
+                            .await
+                            .is_ok()
+                    };
+                    if scripts.0 > 0 && !store_once(d.data.len()).await {
+                        return;
                     }
                     if let Some(p) = publisher {
                         let props = BasicProperties::default().with_delivery_mode(2);
@@ -649,17 +663,14 @@ async fn measure_bare(
                             .1
                             .fetch_add(at.elapsed().as_micros() as u64, Ordering::Relaxed);
                     }
-                    if let (Some((r, script, prefix)), 1) = (&store, scripts.1) {
-                        let stored: redis::RedisResult<i64> = script
-                            .key(key(prefix))
-                            .arg(0)
-                            .invoke_async(&mut r.clone())
-                            .await;
-                        if stored.is_err() {
-                            return;
-                        }
+                    if scripts.1 > 0 && !store_once(0).await {
+                        return;
                     }
-                    if d.acker.ack(BasicAckOptions::default()).await.is_ok() {
+                    if let Some(b) = batcher {
+                        // Counted when settled; its frame follows within the round.
+                        b.settle(d.delivery_tag, Verdict::Ack, d.acker);
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    } else if d.acker.ack(BasicAckOptions::default()).await.is_ok() {
                         acked.fetch_add(1, Ordering::Relaxed);
                     }
                 });
@@ -674,6 +685,9 @@ async fn measure_bare(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // The last acks' frames (the floor's batcher) are part of the drain.
+    tracker.close();
+    tracker.wait().await;
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = process_usage(own)?.0 - cpu0;
     let (broker_cpu_seconds, redis_cpu_seconds, cores_busy) = others.since(redis).await;

@@ -404,7 +404,7 @@ async fn a_message_waits_for_a_replica_before_it_counts_as_applied() {
 /// only when asked: `cargo test --locked --workspace -- --ignored rabbitmq_cluster`,
 /// or `AXN_CLUSTER_TESTS=1 .ci/run` (README, "Tests").
 #[tokio::test]
-#[ignore = "starts a three-node RabbitMQ cluster (about a minute): run with -- --ignored, or AXN_CLUSTER_TESTS=1 .ci/run"]
+#[ignore = "starts a three-node RabbitMQ cluster (about 30 s): run with -- --ignored, or AXN_CLUSTER_TESTS=1 .ci/run"]
 async fn a_rabbitmq_cluster_node_lost_mid_stream_loses_nothing() {
     use crate::{faults::mixed_stream, helpers::WorkerProcess, rabbit_cluster::RabbitCluster};
     use axn_worker::config::QueueType;
