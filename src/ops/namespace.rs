@@ -46,6 +46,14 @@ pub fn env(s: &Settings) -> Vec<(String, String)> {
     let url = s.redis.url.to_env();
     let pairs = [
         ("AXN__AMQP__URL", s.amqp.url.to_env()),
+        (
+            "AXN__AMQP__NODE_ORDER",
+            match s.amqp.node_order {
+                crate::config::NodeOrder::Shuffled => "shuffled",
+                crate::config::NodeOrder::Listed => "listed",
+            }
+            .into(),
+        ),
         ("AXN__REDIS__KEY_PREFIX", s.redis.key_prefix.clone()),
         ("AXN__REDIS__URL", url),
         (

@@ -23,6 +23,9 @@ async fn an_address_list_skips_a_node_that_does_not_answer() {
             Secret::new(format!("amqp://guest:guest@127.0.0.1:{dead}/%2f")),
             Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
         ]);
+        // The dead node first (unless another test in this process moved
+        // the shared start already: then the live one is tried first).
+        s.amqp.node_order = axn_worker::config::NodeOrder::Listed;
     })
     .await;
     app.publish(QueueKind::Blacklist, b"not json").await;
@@ -421,6 +424,9 @@ async fn a_rabbitmq_cluster_node_lost_mid_stream_loses_nothing() {
     let urls = cluster.urls();
     let mut settings = test_settings(&id);
     settings.amqp.url = AmqpUrl::Nodes(urls.iter().map(Secret::new).collect());
+    // The worker must be on node 1, the one stopped below (the default,
+    // `shuffled`, would pick any).
+    settings.amqp.node_order = axn_worker::config::NodeOrder::Listed;
     for kind in QueueKind::ALL {
         settings.queues.get_mut(kind).queue_type = QueueType::Quorum;
     }
