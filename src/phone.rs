@@ -158,7 +158,10 @@ fn mask_runs(text: &str, skip_dates: bool, mask: impl Fn(&str) -> bool) -> Strin
             }
         }
         let digits_of = |from: usize, to: usize| -> String {
-            chars[from..to].iter().filter_map(|&(_, c)| digit_value(c)).collect()
+            chars[from..to]
+                .iter()
+                .filter_map(|&(_, c)| digit_value(c))
+                .collect()
         };
         let whole = digits_of(start, end);
         if other && is_mobile_digits(&whole) {

@@ -282,12 +282,16 @@ impl Others {
     }
 
     /// (broker CPU s, Redis CPU s, cores busy) since `start`.
-    async fn since(self, redis: &redis::aio::MultiplexedConnection) -> (Option<f64>, Option<f64>, Option<f64>) {
+    async fn since(
+        self,
+        redis: &redis::aio::MultiplexedConnection,
+    ) -> (Option<f64>, Option<f64>, Option<f64>) {
         let redis1 = redis_cpu(redis).await;
         let machine = match (self.machine, machine_ticks()) {
-            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
-                Some((b1 - b0) / (t1 - t0) * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64)
-            }
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some(
+                (b1 - b0) / (t1 - t0)
+                    * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+            ),
             _ => None,
         };
         (
@@ -306,8 +310,13 @@ async fn redis_cpu(redis: &redis::aio::MultiplexedConnection) -> Option<f64> {
         .await
         .ok()?;
     let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok())
+        info.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(':')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
     };
     Some(field("used_cpu_user")? + field("used_cpu_sys")?)
 }

@@ -126,7 +126,10 @@ mod tests {
         };
         type AmqpSettingsProbe = crate::config::AmqpSettings;
         assert_eq!(parse("").node_order, NodeOrder::Shuffled);
-        assert_eq!(parse("node_order = \"listed\"\n").node_order, NodeOrder::Listed);
+        assert_eq!(
+            parse("node_order = \"listed\"\n").node_order,
+            NodeOrder::Listed
+        );
         assert!(
             toml::from_str::<AmqpSettingsProbe>(
                 "url = \"amqp://h/%2f\"\nnode_order = \"first\"\nconnect_timeout_secs = 1\nreconnect_min_delay_ms = 1\nreconnect_max_delay_ms = 1\nqueue_depth_interval_ms = 1\n"

@@ -19,8 +19,8 @@ use super::{
 use crate::{
     amqp::{
         forward::{Forward, forwarded_properties},
-        publisher::PublishError,
         headers::History,
+        publisher::PublishError,
     },
     handlers::Ctx,
     outcome::{HandlerError, Outcome, Part, Reason},

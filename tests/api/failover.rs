@@ -296,16 +296,20 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
     let numbers = crate::platform::seed_pool(&app, 1, 17300000001, 1).await;
     crate::platform::set_phone(&app, 77, "13800000077").await;
     let mut answer = serde_json::Value::Null;
-    until("the binding API binds on the new master", Duration::from_secs(10), async || {
-        answer = crate::platform::call(
-            app.addr,
-            false,
-            "BindAxNumber",
-            &format!("userid=77&private_number={}", numbers[0]),
-        )
-        .await;
-        crate::platform::ok(&answer)
-    })
+    until(
+        "the binding API binds on the new master",
+        Duration::from_secs(10),
+        async || {
+            answer = crate::platform::call(
+                app.addr,
+                false,
+                "BindAxNumber",
+                &format!("userid=77&private_number={}", numbers[0]),
+            )
+            .await;
+            crate::platform::ok(&answer)
+        },
+    )
     .await;
     app.wait_ready().await;
 }

@@ -24,12 +24,9 @@ fn thread_names() -> Vec<String> {
 #[tokio::test]
 async fn a_connection_starts_no_thread_of_its_own() {
     let before = thread_names();
-    let conn = Connection::connect(
-        crate::helpers::AMQP_URL,
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
+    let conn = Connection::connect(crate::helpers::AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
     let channel = conn.create_channel().await.unwrap();
     channel
         .queue_declare(
