@@ -27,7 +27,6 @@ use crate::{
     phone::mask_digits_in,
 };
 
-/// Decides the fate of one delivery from its parts' outcomes, in one place.
 /// Publishes the copy of `delivery` that `to` describes (a retry, a dead
 /// letter, a parked record), with its headers, and waits for the confirm.
 async fn move_copy(
@@ -51,6 +50,7 @@ async fn move_copy(
     ctx.publisher.publish("", to.queue, body, props).await
 }
 
+/// Decides the fate of one delivery from its parts' outcomes, in one place.
 /// Takes the delivery by value: it is acked or nacked exactly once.
 pub async fn settle(
     rt: &QueueRuntime,
