@@ -193,10 +193,15 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
         q.retry_delays_ms = vec![200, 500, 1000];
         q.max_attempts = 30;
     }
+    // WAIT below blocks for up to 5 s: redis-rs's default 500 ms response
+    // timeout would end it first on a loaded machine.
     let connect = |port: u16| async move {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_connection_timeout(Some(Duration::from_secs(5)));
         redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
             .unwrap()
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .unwrap()
     };

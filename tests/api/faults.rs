@@ -123,7 +123,7 @@ async fn broker_closes_the_connection_mid_stream() {
 
 /// A redis-server of the test's own, with an fsync-always AOF in `dir` so a
 /// kill -9 loses no acknowledged write.
-async fn durable_redis(port: u16, dir: &std::path::Path) -> tokio::process::Child {
+async fn durable_redis(port: u16, dir: &std::path::Path) -> crate::lifecycle::OwnRedis {
     let dir = dir.to_str().unwrap();
     crate::lifecycle::own_redis_with(
         port,

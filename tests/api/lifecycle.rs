@@ -349,14 +349,62 @@ pub fn spare_port() -> u16 {
 }
 
 /// A throwaway redis-server on `port`, killed when dropped.
-pub async fn own_redis(port: u16) -> tokio::process::Child {
+pub async fn own_redis(port: u16) -> OwnRedis {
     own_redis_with(port, &["--appendonly", "no"]).await
+}
+
+/// A redis-server of the test's own and the temporary directory it works
+/// in (its `--dir`, unless the test gave one): whatever it writes (an RDB a
+/// replica receives, an AOF) lands there, never in the repository. Killed,
+/// and the directory removed, when dropped.
+pub struct OwnRedis {
+    child: tokio::process::Child,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl std::ops::Deref for OwnRedis {
+    type Target = tokio::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for OwnRedis {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.child
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if let Some(pid) = self.child.id() {
+            // Gone (or a zombie) before its directory is removed.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                if stat.is_empty() || stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// A redis-server of the test's own on `port` with `extra` arguments, ready
 /// to answer; killed when dropped.
-pub async fn own_redis_with(port: u16, extra: &[&str]) -> tokio::process::Child {
-    let child = tokio::process::Command::new("redis-server")
+pub async fn own_redis_with(port: u16, extra: &[&str]) -> OwnRedis {
+    let dir = (!extra.contains(&"--dir")).then(|| {
+        let dir = std::env::temp_dir().join(format!("axn-own-redis-{port}-{}", unique_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    let mut command = tokio::process::Command::new("redis-server");
+    command
         .args([
             "--port",
             &port.to_string(),
@@ -365,16 +413,20 @@ pub async fn own_redis_with(port: u16, extra: &[&str]) -> tokio::process::Child 
             "--save",
             "",
         ])
-        .args(extra)
+        .args(extra);
+    if let Some(dir) = &dir {
+        command.arg("--dir").arg(dir);
+    }
+    let child = command
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("redis-server is installed");
-    let mut child = child;
+    let mut own = OwnRedis { child, dir };
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
     let deadline = std::time::Instant::now() + DEADLINE;
     while !answers(&client).await {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = own.child.try_wait() {
             panic!("own redis-server on port {port} exited ({status}): port taken?");
         }
         assert!(
@@ -383,7 +435,7 @@ pub async fn own_redis_with(port: u16, extra: &[&str]) -> tokio::process::Child 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    child
+    own
 }
 
 /// Whether `member` is in the set `key` of the Redis at `client`; None
