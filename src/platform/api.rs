@@ -89,19 +89,27 @@ impl Params {
         p
     }
 
-    /// Adds the members of a JSON object (numbers and strings as text).
-    pub fn add_json(&mut self, v: &Value) {
+    /// Adds the members of a JSON object (numbers and strings as text; null
+    /// as absent). An array or object as a value is refused: skipping it
+    /// would drop a filter the caller meant (`{"userid": [1]}` on fault mode
+    /// would select every number).
+    pub fn add_json(&mut self, v: &Value) -> Result<(), Answer> {
         if let Some(map) = v.as_object() {
             for (k, v) in map {
                 let text = match v {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
-                    _ => continue,
+                    Value::Null => continue,
+                    Value::Array(_) | Value::Object(_) => {
+                        let name: String = k.chars().take(64).collect();
+                        return Err(Answer::fail(format!("参数[{name}]必须是字符串或数字")));
+                    }
                 };
                 self.0.entry(k.to_lowercase()).or_insert(text);
             }
         }
+        Ok(())
     }
 
     /// Adds `name=value` pairs under the names not given yet.
@@ -111,16 +119,29 @@ impl Params {
         }
     }
 
-    /// A stable fingerprint of an operation and its parameters.
-    pub fn fingerprint(&self, operation: &str) -> String {
+    /// A stable fingerprint of an operation and its parameters: the
+    /// parameters it read as their parsed values (`parsed`: lowercased name,
+    /// canonical value), so `userid=051218` and `userId=51218` are one
+    /// request, and every other parameter as given (a client's own request
+    /// id keeps two requests apart).
+    pub fn fingerprint(&self, operation: &str, parsed: &[(&str, String)]) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(operation.as_bytes());
-        for (k, v) in &self.0 {
+        let mut all: BTreeMap<&str, &str> = self
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.trim()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        for (k, v) in parsed {
+            all.insert(k, v);
+        }
+        for (k, v) in all {
             h.update([0]);
             h.update(k.as_bytes());
             h.update([1]);
-            h.update(v.trim().as_bytes());
+            h.update(v.as_bytes());
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -141,22 +162,36 @@ impl Params {
             .ok_or_else(|| Answer::fail(format!("缺少参数[{name}]")))
     }
 
-    /// A positive integer (an id).
+    /// A positive id: the seed's `int`, 1 to [`ID_MAX`], ASCII digits only.
     pub fn id(&self, name: &str) -> Step<u64> {
         let v = self.required(name)?;
-        v.parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| Answer::fail(format!("参数[{name}]必须是正整数")))
+        match decimal(v) {
+            Some(n) if (1..=ID_MAX).contains(&n) => Ok(n),
+            Some(0) => Err(Answer::fail(format!("参数[{name}]必须是正整数"))),
+            Some(_) | None if is_decimal(v) => {
+                Err(Answer::fail(format!("参数[{name}]超出范围(1到{ID_MAX})")))
+            }
+            _ => Err(Answer::fail(format!("参数[{name}]必须是正整数"))),
+        }
     }
 
-    /// A non-negative integer, `default` when absent.
-    pub fn uint_or(&self, name: &str, default: u64) -> Step<u64> {
+    /// A non-negative integer up to `max`, `default` when absent.
+    pub fn int_or(&self, name: &str, default: u64, max: u64) -> Step<u64> {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => v
-                .parse::<u64>()
-                .map_err(|_| Answer::fail(format!("参数[{name}]必须是非负整数"))),
+            Some(_) => self.int(name, max),
+        }
+    }
+
+    /// A non-negative integer up to `max`, required.
+    pub fn int(&self, name: &str, max: u64) -> Step<u64> {
+        let v = self.required(name)?;
+        match decimal(v) {
+            Some(n) if n <= max => Ok(n),
+            Some(_) | None if is_decimal(v) => {
+                Err(Answer::fail(format!("参数[{name}]超出范围(0到{max})")))
+            }
+            _ => Err(Answer::fail(format!("参数[{name}]必须是非负整数"))),
         }
     }
 
@@ -177,6 +212,25 @@ impl Params {
             ))
         })
     }
+}
+
+/// The largest id (userid, platformID, Mapid, ...) the API accepts: the
+/// seed's parameters are `int`, a signed 32-bit integer.
+pub const ID_MAX: u64 = i32::MAX as u64;
+
+/// True for ASCII digits only (no sign, no space, no full-width digit).
+fn is_decimal(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The value of ASCII digits; None for anything else or above u64.
+fn decimal(v: &str) -> Option<u64> {
+    if !is_decimal(v) {
+        return None;
+    }
+    v.bytes().try_fold(0u64, |n, b| {
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 /// `raw` normalized as the contract says, when it is an 11-digit mobile
@@ -225,7 +279,12 @@ mod tests {
             ("userId".to_owned(), "51218".to_owned()),
             ("private_number".to_owned(), "171-1152-6089".to_owned()),
         ]);
-        p.add_json(&json!({"Mobile": 13912345678u64, "userid": "9"}));
+        p.add_json(&json!({"Mobile": 13912345678u64, "userid": "9"}))
+            .unwrap();
+        assert_eq!(
+            Params::default().add_json(&json!({"userid": [1]})),
+            Err(Answer::fail("参数[userid]必须是字符串或数字"))
+        );
         assert_eq!(p.id("userid").unwrap(), 51218, "first one wins");
         assert_eq!(p.virtual_number("PRIVATE_NUMBER").unwrap(), "17111526089");
         assert_eq!(p.real_mobile("mobile").unwrap(), "13912345678");
@@ -237,16 +296,72 @@ mod tests {
         );
         let bad = Params::from_pairs([("userid".to_owned(), "-1".to_owned())]);
         assert!(bad.id("userid").is_err());
-        assert_eq!(p.uint_or("expiration", 120).unwrap(), 120);
+        assert_eq!(p.int_or("expiration", 120, 1000).unwrap(), 120);
         assert_eq!(
-            p.fingerprint("X"),
+            p.fingerprint("X", &[]),
             Params::from_pairs([
                 ("PRIVATE_NUMBER".to_owned(), "171-1152-6089".to_owned()),
                 ("USERID".to_owned(), "51218".to_owned()),
                 ("mobile".to_owned(), "13912345678".to_owned()),
             ])
-            .fingerprint("X")
+            .fingerprint("X", &[])
         );
+        let spelled = |v: &str| {
+            Params::from_pairs([("userid".to_owned(), v.to_owned())])
+                .fingerprint("X", &[("userid", "51218".to_owned())])
+        };
+        assert_eq!(spelled("051218"), spelled("51218"), "parsed values count");
+        assert_ne!(p.fingerprint("X", &[]), p.fingerprint("Y", &[]));
+    }
+
+    #[test]
+    fn ids_and_integers_have_ranges_and_no_sentinels() {
+        let p = |v: &str| Params::from_pairs([("n".to_owned(), v.to_owned())]);
+        assert_eq!(p("2147483647").id("n"), Ok(2147483647));
+        assert_eq!(p("0051218").id("n"), Ok(51218));
+        for out in [
+            "2147483648",
+            "9007199254740993",
+            "18446744073709551615",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                p(out).id("n"),
+                Err(Answer::fail("参数[n]超出范围(1到2147483647)")),
+                "{out}"
+            );
+        }
+        for bad in [
+            "0",
+            "-1",
+            "+5",
+            "1e3",
+            "1.0",
+            "５１２１８",
+            "1 2",
+            "0x10",
+            "abc",
+        ] {
+            assert_eq!(
+                p(bad).id("n"),
+                Err(Answer::fail("参数[n]必须是正整数")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            p("18446744073709551615").int("n", 100),
+            Err(Answer::fail("参数[n]超出范围(0到100)"))
+        );
+        assert_eq!(p("0").int("n", 100), Ok(0));
+        assert_eq!(
+            p("-0").int("n", 100),
+            Err(Answer::fail("参数[n]必须是非负整数"))
+        );
+        assert_eq!(
+            Params::default().int("n", 100),
+            Err(Answer::fail("缺少参数[n]"))
+        );
+        assert_eq!(Params::default().int_or("n", 7, 100), Ok(7));
     }
 
     #[test]

@@ -12,12 +12,26 @@ use serde_json::{Value, json};
 
 use super::{
     Platform,
-    api::{Answer, Params, Step},
+    api::{Answer, ID_MAX, Params, Step},
+    once::{Done, Hold},
 };
 use crate::{
     handlers::now_epoch,
     store::platform::{Kind, Reservation},
 };
+
+/// How long a reservation (bind state 2) counts as a bind in progress: a
+/// bind of the same number meanwhile is told to wait instead of calling the
+/// carrier a second time; an older one was left by a process that died and
+/// is resumed. Above the longest carrier call.
+const RESERVATION_LEASE_SECS: u64 = 60;
+
+/// The number a bind made, with what a stored answer depends on.
+pub struct Bound {
+    pub number: String,
+    pub sub_id: String,
+    pub platform: String,
+}
 
 /// How a bind picks its number.
 pub enum Pick {
@@ -31,51 +45,120 @@ impl Platform {
     /// BindAxNumber (seed 1) and BindAxNumberByUserPhone (seed 10).
     pub async fn bind_ax_number(&self, p: &Params, by_user_phone: bool) -> Step<Answer> {
         let user = p.id("userid")?;
-        p.uint_or("regionid", 0)?;
+        let region = p.int_or("regionid", 0, ID_MAX)?;
         let x = p.virtual_number("private_number")?;
-        let a = if by_user_phone {
-            p.real_mobile("userPhone")?
+        let given_a = if by_user_phone {
+            Some(p.real_mobile("userPhone")?)
         } else {
-            self.phone_of(user).await?
+            None
         };
-        let bound = self.bind(user, Pick::Given(x), &a, Kind::Ax).await?;
-        Ok(Answer::ok(vec![json!(bound)]))
+        let op = if by_user_phone {
+            "BindAxNumberByUserPhone"
+        } else {
+            "BindAxNumber"
+        };
+        let fingerprint = p.fingerprint(
+            op,
+            &[
+                ("userid", user.to_string()),
+                ("regionid", region.to_string()),
+                ("private_number", x.clone()),
+                ("userphone", given_a.clone().unwrap_or_default()),
+            ],
+        );
+        self.once(&fingerprint, async {
+            let a = match given_a {
+                Some(a) => a,
+                None => self.phone_of(user).await?,
+            };
+            let bound = self.bind(user, Pick::Given(x), &a, Kind::Ax).await?;
+            Ok(Answer::ok(vec![json!(bound.number)]).into())
+        })
+        .await
     }
 
     /// BindAxByplatform (seed 16): a free number of the platform.
     pub async fn bind_ax_by_platform(&self, p: &Params) -> Step<Answer> {
         let user = p.id("userId")?;
         let platform = p.id("platformID")?.to_string();
-        let a = self.phone_of(user).await?;
-        match self.bind(user, Pick::Free(platform), &a, Kind::Ax).await {
-            Ok(x) => Ok(Answer::Ok {
-                body: vec![json!(true)],
-                message: format!("小号分配成功:{x}"),
-            }),
-            Err(Answer::Fail { message, .. }) if message == HAS_NUMBER => Ok(Answer::Fail {
-                message,
-                body: vec![json!(false)],
-            }),
-            Err(other) => Err(other),
-        }
+        let fingerprint = p.fingerprint(
+            "BindAxByplatform",
+            &[
+                ("userid", user.to_string()),
+                ("platformid", platform.clone()),
+            ],
+        );
+        self.once(&fingerprint, async {
+            let a = self.phone_of(user).await?;
+            match self.bind(user, Pick::Free(platform), &a, Kind::Ax).await {
+                Ok(bound) => Ok(Done {
+                    holds: self.holds_of(user, &bound, Kind::Ax),
+                    answer: Answer::Ok {
+                        body: vec![json!(true)],
+                        message: format!("小号分配成功:{}", bound.number),
+                    },
+                }),
+                Err(Answer::Fail { message, .. }) if message == HAS_NUMBER => Ok(Answer::Fail {
+                    message,
+                    body: vec![json!(false)],
+                }
+                .into()),
+                Err(other) => Err(other),
+            }
+        })
+        .await
     }
 
     /// UserBindLinShiNumber (seed 17): a temporary number in fault mode.
     pub async fn bind_temporary(&self, p: &Params) -> Step<Answer> {
         let user = p.id("userId")?;
         let platform = p.id("platformID")?.to_string();
-        let a = self.phone_of(user).await?;
-        match self.bind(user, Pick::Free(platform), &a, Kind::Fault).await {
-            Ok(_) => Ok(Answer::ok(vec![json!(1)])),
-            Err(Answer::Fail { message, .. }) if message == HAS_NUMBER => Ok(Answer::fail(
-                format!("内部错误[FAIL-5000-该用户[{user}]已经有故障绑定,不能再注册新的小号.]"),
-            )),
-            Err(other) => Err(other),
-        }
+        let fingerprint = p.fingerprint(
+            "UserBindLinShiNumber",
+            &[
+                ("userid", user.to_string()),
+                ("platformid", platform.clone()),
+            ],
+        );
+        self.once(&fingerprint, async {
+            let a = self.phone_of(user).await?;
+            match self.bind(user, Pick::Free(platform), &a, Kind::Fault).await {
+                Ok(bound) => Ok(Done {
+                    holds: self.holds_of(user, &bound, Kind::Fault),
+                    answer: Answer::ok(vec![json!(1)]),
+                }),
+                Err(Answer::Fail { message, .. }) if message == HAS_NUMBER => Ok(Answer::fail(
+                    format!("内部错误[FAIL-5000-该用户[{user}]已经有故障绑定,不能再注册新的小号.]"),
+                )
+                .into()),
+                Err(other) => Err(other),
+            }
+        })
+        .await
+    }
+
+    /// What a bind's answer describes: the number is still this user's under
+    /// this carrier subscription, and the user's record still names it.
+    fn holds_of(&self, user: u64, bound: &Bound, kind: Kind) -> Vec<Hold> {
+        let keys = self.store.keys();
+        let number = keys.number(&bound.number);
+        let mut holds = vec![
+            Hold(number.clone(), "userId".into(), user.to_string()),
+            Hold(number, "subId".into(), bound.sub_id.clone()),
+        ];
+        holds.push(match kind {
+            Kind::Ax => Hold(
+                keys.user_ax(user),
+                bound.platform.clone(),
+                bound.number.clone(),
+            ),
+            Kind::Fault => Hold(keys.user_fault(user), String::new(), bound.number.clone()),
+        });
+        holds
     }
 
     /// The bind lock, the carrier, the commit. Returns the number bound.
-    async fn bind(&self, user: u64, pick: Pick, a: &str, kind: Kind) -> Step<String> {
+    async fn bind(&self, user: u64, pick: Pick, a: &str, kind: Kind) -> Step<Bound> {
         let (platform, number) = match &pick {
             Pick::Given(x) => ("", x.as_str()),
             Pick::Free(platform) => (platform.as_str(), ""),
@@ -87,9 +170,18 @@ impl Platform {
                 "平台[{platform}]不存在或未配置运营商"
             )));
         }
+        let token = format!("{:016x}", rand::random::<u64>());
         let reservation = self
             .store
-            .reserve(user, platform, number, now_epoch(), kind)
+            .reserve(
+                user,
+                platform,
+                number,
+                now_epoch(),
+                kind,
+                &token,
+                RESERVATION_LEASE_SECS,
+            )
             .await
             .map_err(redis_failed)?;
         let (x, platform) = match reservation {
@@ -99,10 +191,15 @@ impl Platform {
                 // A retry of the same bind, or a bind of the number the user
                 // holds: the binding exists, so the answer is the number.
                 if matches!(&pick, Pick::Given(x) if *x == held) {
-                    return Ok(held);
+                    return Ok(Bound {
+                        number: held,
+                        sub_id: String::new(),
+                        platform: String::new(),
+                    });
                 }
                 return Err(Answer::fail(HAS_NUMBER));
             }
+            Reservation::Busy(_) => return Err(Answer::fail(BIND_IN_PROGRESS)),
             Reservation::NoneFree => return Err(Answer::fail("当前平台没有可分配的小号")),
             Reservation::UnknownNumber => return Err(Answer::fail("隐私号不存在于号码池")),
             Reservation::State(n) => {
@@ -110,7 +207,7 @@ impl Platform {
             }
         };
         let Some(carrier) = self.carriers.of(&platform) else {
-            let _ = self.store.unreserve(user, &x, kind).await;
+            let _ = self.store.unreserve(user, &x, kind, &token).await;
             return Err(Answer::fail(format!(
                 "平台[{platform}]不存在或未配置运营商"
             )));
@@ -119,19 +216,23 @@ impl Platform {
             Ok(bound) => {
                 let committed = self
                     .store
-                    .commit_binding(user, &x, &bound.sub_id, a, now_epoch(), kind)
+                    .commit_binding(user, &x, &bound.sub_id, a, now_epoch(), kind, &token)
                     .await
                     .map_err(redis_failed)?;
                 if !committed {
                     let _ = carrier.unbind(&bound.sub_id, &x).await;
                     return Err(Answer::fail("绑定失败-号码已被释放,请重试"));
                 }
-                Ok(x)
+                Ok(Bound {
+                    number: x,
+                    sub_id: bound.sub_id,
+                    platform,
+                })
             }
             Err(e) => {
                 tracing::warn!(number = %x, error = %e, "carrier refused the AX binding: reservation undone");
                 self.store
-                    .unreserve(user, &x, kind)
+                    .unreserve(user, &x, kind, &token)
                     .await
                     .map_err(redis_failed)?;
                 Err(Answer::fail(format!("绑定失败-{e}")))
@@ -147,6 +248,23 @@ impl Platform {
             p.id("userid")?
         };
         let x = p.virtual_number("private_number")?;
+        let op = if release {
+            "ReleaseTelX"
+        } else {
+            "UnBindAgentNumber"
+        };
+        let fingerprint = p.fingerprint(
+            op,
+            &[("userid", user.to_string()), ("private_number", x.clone())],
+        );
+        self.once(&fingerprint, async {
+            self.unbind_ax_now(user, &x, release).await.map(Done::from)
+        })
+        .await
+    }
+
+    async fn unbind_ax_now(&self, user: u64, x: &str, release: bool) -> Step<Answer> {
+        let x = x.to_owned();
         let record = self.store.number(&x).await.map_err(redis_failed)?;
         let Some(record) = record.filter(|r| r.user_id == user.to_string()) else {
             return Ok(if release {
@@ -182,6 +300,22 @@ impl Platform {
         let user = p.id("userId")?;
         let x = p.virtual_number("private_number")?;
         let a = p.real_mobile("telA")?;
+        let fingerprint = p.fingerprint(
+            "ChangeBindANumber",
+            &[
+                ("userid", user.to_string()),
+                ("private_number", x.clone()),
+                ("tela", a.clone()),
+            ],
+        );
+        self.once(&fingerprint, async {
+            self.change_a_now(user, &x, &a).await.map(Done::from)
+        })
+        .await
+    }
+
+    async fn change_a_now(&self, user: u64, x: &str, a: &str) -> Step<Answer> {
+        let (x, a) = (x.to_owned(), a.to_owned());
         let record = self.store.number(&x).await.map_err(redis_failed)?;
         let Some(record) = record.filter(|r| {
             r.user_id == user.to_string() && matches!(r.bind_state.as_str(), "1" | "5")
@@ -213,6 +347,9 @@ impl Platform {
 
 /// The seed's answer to a user who holds a number already.
 pub const HAS_NUMBER: &str = "您存在绑定的小号,不能再绑定新的小号";
+/// A bind of the same number is under way (its reservation is younger than
+/// [`RESERVATION_LEASE_SECS`]).
+pub const BIND_IN_PROGRESS: &str = "绑定失败-该号码正在绑定中,请稍后重试";
 /// The seed's answer to an unbind without a binding.
 pub const NO_BINDING: &str = "解绑失败-当前隐私号不存在绑定关系。";
 

@@ -5,14 +5,18 @@
 //!
 //! Base path A (`.../PrivateNumberApiController/<Operation>`) and B
 //! (`.../PrivateNumber_ax/<Operation>`) answer GET with query parameters and
-//! POST with the same names as a form or JSON body. Every answer is HTTP 200
-//! with the seed's envelope, but for credentials (401) and an unknown
-//! operation (404).
+//! POST with the same names as a form or JSON body; any other method is 405
+//! and runs nothing. Every answer is HTTP 200 with the seed's envelope, but
+//! for credentials (401), an unknown operation (404) and a method (405).
+//! Each operation runs in a task of its own, so a client that hangs up (or
+//! the request deadline) does not stop it halfway; identical requests run
+//! once ([`once`]).
 
 pub mod api;
 pub mod ax;
 pub mod carrier;
 pub mod mq;
+pub mod once;
 pub mod openapi;
 pub mod states;
 pub mod xb;
@@ -23,7 +27,7 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{DefaultBodyLimit, Path, RawQuery, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::any,
 };
@@ -58,11 +62,6 @@ pub const OPERATIONS_A: [&str; 12] = [
 ];
 /// Operations of base path B.
 pub const OPERATIONS_B: [&str; 2] = ["BindAxByplatform", "UserBindLinShiNumber"];
-
-/// How long a successful answer of a non-repeatable operation (a bind by
-/// platform, a temporary number, an XB binding) is kept for a client that
-/// retries the same request after a lost answer.
-const REPLAY_SECS: u64 = 60;
 
 /// The API's parts.
 pub struct Platform {
@@ -101,20 +100,6 @@ impl Platform {
 
     /// Runs `operation` of base path `b` (false: A) with `params`.
     pub async fn call(&self, b: bool, operation: &str, params: &Params) -> Option<Answer> {
-        let replayable = matches!(
-            operation,
-            "BindAxByplatform" | "UserBindLinShiNumber" | "GetCallNumber"
-        );
-        let fingerprint = params.fingerprint(operation);
-        if replayable
-            && let Ok(Some(stored)) = self.store.replayed_answer(&fingerprint).await
-            && let Ok(body) = serde_json::from_str::<serde_json::Value>(&stored)
-        {
-            return Some(Answer::Ok {
-                message: body["m"].as_str().unwrap_or("SUCCESS").to_owned(),
-                body: body["b"].as_array().cloned().unwrap_or_default(),
-            });
-        }
         let result = match (b, operation) {
             (false, "BindAxNumber") => self.bind_ax_number(params, false).await,
             (false, "BindAxNumberByUserPhone") => self.bind_ax_number(params, true).await,
@@ -134,15 +119,7 @@ impl Platform {
             (true, "UserBindLinShiNumber") => self.bind_temporary(params).await,
             _ => return None,
         };
-        let answer = result.unwrap_or_else(|failed| failed);
-        if replayable && let Answer::Ok { body, message } = &answer {
-            let stored = serde_json::json!({"m": message, "b": body}).to_string();
-            let _ = self
-                .store
-                .store_answer(&fingerprint, &stored, REPLAY_SECS)
-                .await;
-        }
-        Some(answer)
+        Some(result.unwrap_or_else(|failed| failed))
     }
 }
 
@@ -163,27 +140,33 @@ async fn openapi_json() -> Json<serde_json::Value> {
 
 async fn operation_a(
     state: State<Arc<Platform>>,
+    method: Method,
     path: Path<String>,
     query: RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, false, path, query, headers, body).await
+    handle(state, false, method, path, query, headers, body).await
 }
 
 async fn operation_b(
     state: State<Arc<Platform>>,
+    method: Method,
     path: Path<String>,
     query: RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, true, path, query, headers, body).await
+    handle(state, true, method, path, query, headers, body).await
 }
+
+/// The methods that run an operation (the seed's GET and POST).
+pub const ALLOWED_METHODS: &str = "GET, POST";
 
 async fn handle(
     State(platform): State<Arc<Platform>>,
     b: bool,
+    method: Method,
     Path(operation): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -197,6 +180,16 @@ async fn handle(
     else {
         return (StatusCode::NOT_FOUND, "no such operation\n").into_response();
     };
+    // Routed for every method so that the answer is ours: only GET and POST
+    // run an operation (a CORS preflight, HEAD or DELETE changes nothing).
+    if method != Method::GET && method != Method::POST {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, ALLOWED_METHODS)],
+            "method not allowed: the operations answer GET and POST\n",
+        )
+            .into_response();
+    }
     if !authorized(&platform.settings, &headers) {
         let answer = Answer::fail("未授权: missing or wrong credentials");
         return (
@@ -214,9 +207,15 @@ async fn handle(
         Ok(p) => p,
         Err(answer) => return json_answer(&answer, b).into_response(),
     };
-    let answer = platform
-        .call(b, operation, &params)
+    // A task of its own: a client that hangs up, or the request deadline,
+    // does not stop an operation between the carrier and the commit.
+    let running = Arc::clone(&platform);
+    let answer = tokio::spawn(async move { running.call(b, operation, &params).await })
         .await
+        .unwrap_or_else(|e| {
+            tracing::error!(operation, error = %e, "platform API: the operation's task failed");
+            Some(Answer::fail("内部错误[请稍后重试]"))
+        })
         .unwrap_or_else(|| Answer::fail("no such operation"));
     let outcome = if answer.is_ok() { "success" } else { "failure" };
     platform
@@ -257,13 +256,26 @@ fn params_of(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<Pa
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    if content_type.starts_with("application/json") || body.trim_ascii_start().starts_with(b"{") {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let json = match media {
+        "application/json" => true,
+        "application/x-www-form-urlencoded" => false,
+        // No type given: a JSON object or a form, by its first byte.
+        "" => body.trim_ascii_start().starts_with(b"{"),
+        _ => {
+            return Err(Answer::fail(format!(
+                "请求体类型[{}]不支持,请用application/x-www-form-urlencoded或application/json",
+                media.chars().take(64).collect::<String>()
+            )));
+        }
+    };
+    if json {
         let v: serde_json::Value =
             serde_json::from_slice(body).map_err(|_| Answer::fail("请求体不是JSON对象"))?;
         if !v.is_object() {
             return Err(Answer::fail("请求体不是JSON对象"));
         }
-        params.add_json(&v);
+        params.add_json(&v)?;
     } else {
         let text = std::str::from_utf8(body).map_err(|_| Answer::fail("请求体不是UTF-8"))?;
         params.add_pairs(decode(text));

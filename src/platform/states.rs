@@ -9,6 +9,7 @@ use super::{
     api::{self, Answer, Params, Step},
     ax::{redis_failed, strings},
     carrier::platform_name,
+    once::Done,
 };
 use crate::{phone, store::platform::NumberRecord};
 
@@ -32,88 +33,157 @@ impl Platform {
     pub async fn update_number_state(&self, p: &Params) -> Step<Answer> {
         if p.has("private_number") {
             let x = p.virtual_number("private_number")?;
-            let state = p.uint_or("state", u64::MAX)?;
-            if state == u64::MAX {
-                return Ok(Answer::fail("缺少参数[state]"));
-            }
-            if api::number_state_label(&state.to_string()) == "未知" {
-                return Ok(Answer::fail(format!(
-                    "参数[state]不是号码状态(字典1527: 0 正常, 1 停用, 2 故障, 3 回收): {state}"
-                )));
-            }
-            let known = self
-                .store
-                .set_number_state(&x, state as u32)
-                .await
-                .map_err(redis_failed)?;
-            if !known {
-                return Ok(Answer::fail("隐私号不存在于号码池"));
-            }
-            return Ok(Answer::ok(vec![json!("True")]));
+            let state = match p.int("state", 3) {
+                Err(Answer::Fail { message, .. }) if message.contains("超出范围") => {
+                    return Ok(Answer::fail(format!(
+                        "参数[state]不是号码状态(字典1527: 0 正常, 1 停用, 2 故障, 3 回收): {}",
+                        p.get("state").unwrap_or_default()
+                    )));
+                }
+                other => other?,
+            };
+            // 0..=3 after the check above: u8 holds it.
+            let state = u8::try_from(state).unwrap_or(u8::MAX);
+            let fingerprint = p.fingerprint(
+                "UpdateNumberState",
+                &[("private_number", x.clone()), ("state", state.to_string())],
+            );
+            return self
+                .once(&fingerprint, async {
+                    let known = self
+                        .store
+                        .set_number_state(&x, u32::from(state))
+                        .await
+                        .map_err(redis_failed)?;
+                    Ok(if known {
+                        Answer::ok(vec![json!("True")])
+                    } else {
+                        Answer::fail("隐私号不存在于号码池")
+                    }
+                    .into())
+                })
+                .await;
         }
         let from = p.id("userid")?;
         let to = p.id("tuserid")?;
         if from == to {
             return Ok(Answer::fail("参数[tuserid]与[userid]相同"));
         }
-        let moved = self.store.transfer(from, to).await.map_err(redis_failed)?;
-        Ok(Answer::ok(strings(moved)))
+        let fingerprint = p.fingerprint(
+            "UpdateNumberState",
+            &[("userid", from.to_string()), ("tuserid", to.to_string())],
+        );
+        self.once(&fingerprint, async {
+            let moved = self.store.transfer(from, to).await.map_err(redis_failed)?;
+            Ok(Answer::ok(strings(moved)).into())
+        })
+        .await
     }
 
     /// TemporaryBindNumber (seed 11), TemporaryUnBindNumber (seed 12),
     /// TemporaryUnBindNumberToAli (seed 13).
     pub async fn fault_mode(&self, p: &Params, op: FaultOp) -> Step<Answer> {
-        let targets = self.fault_targets(p, op).await?;
+        // Every parameter given filters (seed 11-13): a number and a user
+        // select that number only while that user holds it.
+        let user = if p.has("userid") {
+            Some(p.id("userid")?)
+        } else {
+            None
+        };
+        let number = if p.has("private_number") {
+            Some(p.virtual_number("private_number")?)
+        } else {
+            None
+        };
+        if op == FaultOp::UnbindAtCarrier {
+            p.int_or("regionid", 0, api::ID_MAX)?;
+            if user.is_none() && number.is_none() {
+                // Seed 13 names userid and private_number: one of them is needed.
+                return Err(Answer::fail("缺少参数[userid]或[private_number]"));
+            }
+        }
+        let name = match op {
+            FaultOp::Enter => "TemporaryBindNumber",
+            FaultOp::Leave => "TemporaryUnBindNumber",
+            FaultOp::UnbindAtCarrier => "TemporaryUnBindNumberToAli",
+        };
+        let fingerprint = p.fingerprint(
+            name,
+            &[
+                ("userid", user.map(|u| u.to_string()).unwrap_or_default()),
+                ("private_number", number.clone().unwrap_or_default()),
+            ],
+        );
+        self.once(&fingerprint, async {
+            self.fault_mode_now(user, number.as_deref(), op)
+                .await
+                .map(Done::from)
+        })
+        .await
+    }
+
+    async fn fault_mode_now(
+        &self,
+        user: Option<u64>,
+        number: Option<&str>,
+        op: FaultOp,
+    ) -> Step<Answer> {
+        let targets = self.fault_targets(user, number).await?;
         let mut changed = Vec::new();
         for r in targets {
-            match op {
-                FaultOp::Enter if r.bind_state == "1" => {
-                    self.store
-                        .set_bind_state(&r.number, "5")
-                        .await
-                        .map_err(redis_failed)?;
-                    changed.push(r.number);
+            // The state is read above and changed below in one atomic step
+            // each (`set_fault_state`): a release in between wins.
+            let (from, to) = match op {
+                FaultOp::Enter => ("1", "5"),
+                FaultOp::Leave => ("5", "1"),
+                FaultOp::UnbindAtCarrier => ("5", "0"),
+            };
+            if r.bind_state != from || r.user_id.is_empty() {
+                continue;
+            }
+            if op == FaultOp::UnbindAtCarrier {
+                let Some(carrier) = self.carriers.of(&r.platform_id) else {
+                    continue;
+                };
+                let Ok(holder) = r.user_id.parse::<u64>() else {
+                    continue;
+                };
+                if let Err(e) = carrier.unbind(&r.sub_id, &r.number).await {
+                    tracing::warn!(number = %r.number, error = %e, "fault-mode unbind refused by the carrier");
+                    continue;
                 }
-                FaultOp::Leave if r.bind_state == "5" => {
-                    self.store
-                        .set_bind_state(&r.number, "1")
-                        .await
-                        .map_err(redis_failed)?;
-                    changed.push(r.number);
-                }
-                FaultOp::UnbindAtCarrier if r.bind_state == "5" => {
-                    let Some(carrier) = self.carriers.of(&r.platform_id) else {
-                        continue;
-                    };
-                    if let Err(e) = carrier.unbind(&r.sub_id, &r.number).await {
-                        tracing::warn!(number = %r.number, error = %e, "fault-mode unbind refused by the carrier");
-                        continue;
-                    }
-                    let user: u64 = r.user_id.parse().unwrap_or(0);
-                    self.store
-                        .unbind_number(user, &r.number, false)
-                        .await
-                        .map_err(redis_failed)?;
-                    changed.push(r.number);
-                }
-                _ => {}
+                self.store
+                    .unbind_number(holder, &r.number, false)
+                    .await
+                    .map_err(redis_failed)?;
+                changed.push(r.number);
+                continue;
+            }
+            let done = self
+                .store
+                .set_fault_state(&r.number, &r.user_id, from, to)
+                .await
+                .map_err(redis_failed)?;
+            if done {
+                changed.push(r.number);
             }
         }
         Ok(Answer::ok(strings(changed)))
     }
 
-    /// The bindings a fault-mode operation applies to: the user's, one
-    /// number, or (no parameter) every number of every platform.
-    async fn fault_targets(&self, p: &Params, op: FaultOp) -> Step<Vec<NumberRecord>> {
-        let numbers: Vec<String> = if p.has("private_number") {
-            vec![p.virtual_number("private_number")?]
-        } else if p.has("userid") {
-            let user = p.id("userid")?;
+    /// The bindings a fault-mode operation applies to: one number (while
+    /// `user` holds it, when given), the user's, or (neither given) every
+    /// number of every platform.
+    async fn fault_targets(
+        &self,
+        user: Option<u64>,
+        number: Option<&str>,
+    ) -> Step<Vec<NumberRecord>> {
+        let numbers: Vec<String> = if let Some(x) = number {
+            vec![x.to_owned()]
+        } else if let Some(user) = user {
             let held = self.store.numbers_of(user).await.map_err(redis_failed)?;
             held.into_iter().map(|(x, _)| x).collect()
-        } else if op == FaultOp::UnbindAtCarrier {
-            // Seed 13 names userid and private_number: one of them is needed.
-            return Err(Answer::fail("缺少参数[userid]或[private_number]"));
         } else {
             let mut all = Vec::new();
             for platform in self.store.platforms().await.map_err(redis_failed)? {
@@ -128,7 +198,9 @@ impl Platform {
         };
         let mut out = Vec::new();
         for x in numbers {
-            if let Some(r) = self.store.number(&x).await.map_err(redis_failed)? {
+            if let Some(r) = self.store.number(&x).await.map_err(redis_failed)?
+                && user.is_none_or(|u| r.user_id == u.to_string())
+            {
                 out.push(r);
             }
         }

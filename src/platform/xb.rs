@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Platform,
-    api::{self, Answer, Params, Step},
+    api::{self, Answer, ID_MAX, Params, Step},
     ax::redis_failed,
+    once::{Done, Hold},
 };
 use crate::{handlers::now_epoch, store::platform::Kind};
 
@@ -19,43 +20,96 @@ use crate::{handlers::now_epoch, store::platform::Kind};
 /// claim it (its unbind not confirmed meanwhile).
 const EXPIRY_LEASE_SECS: u64 = 30;
 
+/// The longest XB binding GetCallNumber makes: a year, as an AX binding at
+/// the carrier (docs/platform-api.md, "Parameters and their ranges").
+pub const MAX_EXPIRATION_SECS: u64 = 365 * 24 * 3600;
+
+/// GetCallNumber's checked parameters.
+struct XbCall {
+    xbid: u64,
+    user: u64,
+    map_class: u64,
+    map_id: u64,
+    contact_class: u64,
+    contact: u64,
+    b: String,
+    expiration: u64,
+}
+
 impl Platform {
-    /// GetCallNumber (seed 5). On failure DataBody holds the given Mobile.
+    /// GetCallNumber (seed 5). Every failure's DataBody holds the given
+    /// Mobile (as given, also when it is not a mobile), the parameter checks
+    /// included.
     pub async fn get_call_number(&self, p: &Params) -> Step<Answer> {
         let mobile_echo = p.get("Mobile").unwrap_or_default().to_owned();
-        let fail = |message: String| Answer::Fail {
-            message,
+        let fail = |a: Answer| Answer::Fail {
+            message: message_of(a),
             body: vec![json!(mobile_echo)],
         };
-        let xbid = p.uint_or("xbid", 0)?;
-        let user = p.id("userid").map_err(|a| fail(message_of(a)))?;
-        let map_class = p.uint_or("Mapclassid", u64::MAX)?;
-        let map_id = p.uint_or("Mapid", u64::MAX)?;
-        if map_class == u64::MAX {
-            return Ok(fail("缺少参数[Mapclassid]".into()));
-        }
-        if map_id == u64::MAX {
-            return Ok(fail("缺少参数[Mapid]".into()));
-        }
-        let contact_class = p.uint_or("Contactmapclassid", 0)?;
-        let contact = p.uint_or("Contactid", 0)?;
-        let b = p.real_mobile("Mobile").map_err(|a| fail(message_of(a)))?;
-        let expiration = p.uint_or(
-            "expiration",
-            self.settings.platform.xb_default_expiration_secs,
-        )?;
+        let checked = (|| {
+            Ok::<_, Answer>((
+                p.int_or("xbid", 0, ID_MAX)?,
+                p.id("userid")?,
+                p.int("Mapclassid", ID_MAX)?,
+                p.int("Mapid", ID_MAX)?,
+                p.int_or("Contactmapclassid", 0, ID_MAX)?,
+                p.int_or("Contactid", 0, ID_MAX)?,
+                p.real_mobile("Mobile")?,
+                p.int_or(
+                    "expiration",
+                    self.settings.platform.xb_default_expiration_secs,
+                    MAX_EXPIRATION_SECS,
+                )?,
+            ))
+        })();
+        let (xbid, user, map_class, map_id, contact_class, contact, b, expiration) =
+            checked.map_err(fail)?;
         let expiration = if expiration == 0 {
             self.settings.platform.xb_default_expiration_secs
         } else {
             expiration
         };
+        let fingerprint = p.fingerprint(
+            "GetCallNumber",
+            &[
+                ("xbid", xbid.to_string()),
+                ("userid", user.to_string()),
+                ("mapclassid", map_class.to_string()),
+                ("mapid", map_id.to_string()),
+                ("contactmapclassid", contact_class.to_string()),
+                ("contactid", contact.to_string()),
+                ("mobile", b.clone()),
+                ("expiration", expiration.to_string()),
+            ],
+        );
+        let call = XbCall {
+            xbid,
+            user,
+            map_class,
+            map_id,
+            contact_class,
+            contact,
+            b,
+            expiration,
+        };
+        self.once(&fingerprint, self.bind_xb(call))
+            .await
+            .map_err(fail)
+    }
 
+    /// GetCallNumber's work, once its parameters are checked.
+    async fn bind_xb(&self, c: XbCall) -> Step<Done> {
+        let user = c.user;
+        let fail = |message: String| Answer::fail(message);
         // The agent's own number serves the call: an AX number (bound ones
         // first), else the temporary number of fault mode.
         let held = self.store.numbers_of(user).await.map_err(redis_failed)?;
         let mut chosen = None;
         for (x, kind) in &held {
             if let Some(r) = self.store.number(x).await.map_err(redis_failed)? {
+                if r.user_id != user.to_string() {
+                    continue;
+                }
                 let rank = match (kind, r.bind_state.as_str()) {
                     (Kind::Ax, "1") => 0,
                     (Kind::Fault, "5") | (Kind::Ax, "5") => 1,
@@ -68,49 +122,48 @@ impl Platform {
             }
         }
         let Some((_, number)) = chosen else {
-            return Ok(fail(format!("用户[{user}]没有可用的小号,请先绑定小号")));
+            return Err(fail(format!("用户[{user}]没有可用的小号,请先绑定小号")));
         };
         let Some(carrier) = self.carriers.of(&number.platform_id) else {
-            return Ok(fail(format!(
+            return Err(fail(format!(
                 "平台[{}]不存在或未配置运营商",
                 number.platform_id
             )));
         };
-        let bound = match carrier.bind_xb(&number.number, &b, expiration).await {
-            Ok(bound) => bound,
-            Err(e) => return Ok(fail(format!("绑定失败-{e}"))),
-        };
+        let bound = carrier
+            .bind_xb(&number.number, &c.b, c.expiration)
+            .await
+            .map_err(|e| fail(format!("绑定失败-{e}")))?;
         let now = now_epoch();
+        let expires_at = now
+            .checked_add(c.expiration)
+            .ok_or_else(|| fail("参数[expiration]超出范围".into()))?;
         let binding = json!({
             "subId": bound.sub_id,
-            "platId": number.platform_id.parse::<u64>().unwrap_or(0),
+            "platId": number.platform_id.parse::<u64>().ok(),
             "userId": user,
             "telX": number.number,
             "telA": number.tel_a,
-            "telB": b,
-            "mapClassId": map_class,
-            "mapId": map_id,
-            "contactMapClassId": contact_class,
-            "contactId": contact,
-            "xbid": xbid,
+            "telB": c.b,
+            "mapClassId": c.map_class,
+            "mapId": c.map_id,
+            "contactMapClassId": c.contact_class,
+            "contactId": c.contact,
+            "xbid": c.xbid,
             "boundAt": now,
-            "expiresAt": now + expiration,
+            "expiresAt": expires_at,
         })
         .to_string();
         self.store
-            .record_xb(
-                &bound.sub_id,
-                &binding,
-                now + expiration,
-                user,
-                &number.number,
-            )
+            .record_xb(&bound.sub_id, &binding, expires_at, user, &number.number)
             .await
             .map_err(redis_failed)?;
         self.simulate_call_record(&number.platform_id, &bound.sub_id);
-        Ok(Answer::ok(vec![
-            json!({"phone": number.number, "callbackId": xbid}),
-        ]))
+        Ok(Done {
+            // A repeat gets this answer while the binding is live.
+            holds: vec![Hold(self.store.keys().xb(), bound.sub_id, binding)],
+            answer: Answer::ok(vec![json!({"phone": number.number, "callbackId": c.xbid})]),
+        })
     }
 
     /// With `[platform.simulated] call_record_after_ms`, the simulated

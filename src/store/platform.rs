@@ -5,7 +5,8 @@
 //! The scripts append ids to key-name prefixes they are given (built in
 //! `keys.rs`, like every key name), so the keys they touch are not known up
 //! front: they need one Redis, not a cluster; on a cluster the API is not
-//! served (docs/platform-api.md, "Not yet").
+//! served (docs/platform-api.md, "Not yet"). Each script starts with
+//! `scripts/platform/lib.lua` (the user_axs rule, id comparison as text).
 
 use std::{collections::HashMap, sync::LazyLock};
 
@@ -13,8 +14,12 @@ use redis::{AsyncCommands, Script};
 
 use super::Store;
 
-/// Every script starts by reading the key names (ARGV[1], from `Keys`).
-const PREAMBLE: &str = "local K = cjson.decode(ARGV[1])\n";
+/// Every script starts by reading the key names (ARGV[1], from `Keys`),
+/// then the functions the scripts share.
+const PREAMBLE: &str = concat!(
+    "local K = cjson.decode(ARGV[1])\n",
+    include_str!("scripts/platform/lib.lua")
+);
 
 macro_rules! script {
     ($name:ident, $file:literal) => {
@@ -35,6 +40,9 @@ script!(NUMBER_STATE, "number_state.lua");
 script!(XB_BIND, "xb_bind.lua");
 script!(XB_DUE, "xb_due.lua");
 script!(IMPORT, "import.lua");
+script!(FAULT_STATE, "fault_state.lua");
+script!(REQUEST_CLAIM, "request_claim.lua");
+script!(REQUEST_DONE, "request_done.lua");
 
 /// AX (the agent's own number) or a temporary number of fault mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,11 +76,25 @@ pub enum Reservation {
     },
     /// The user holds this number already.
     Has(String),
+    /// A bind of the user's number is in progress (reserved less than the
+    /// lease ago): this request must not call the carrier a second time.
+    Busy(String),
     /// No free number on the platform.
     NoneFree,
     UnknownNumber,
     /// The number cannot be bound: its number state (or bind state).
     State(String),
+}
+
+/// What claiming a request of the binding API found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This request is the first: do the work, then `finish_request`.
+    Claimed,
+    /// An identical request is in progress: wait and ask again.
+    Wait,
+    /// The stored answer of an identical request, whose state still holds.
+    Answer(String),
 }
 
 /// One number of the pool, as stored.
@@ -96,7 +118,9 @@ impl Store {
     }
 
     /// The bind lock: reserves `number` (or a free number of `platform`) for
-    /// `user`.
+    /// `user` under `token`; a reservation of the user's younger than
+    /// `lease_secs` is in progress (`Busy`), an older one is taken over.
+    #[allow(clippy::too_many_arguments)]
     pub async fn reserve(
         &self,
         user: u64,
@@ -104,6 +128,8 @@ impl Store {
         number: &str,
         now: u64,
         kind: Kind,
+        token: &str,
+        lease_secs: u64,
     ) -> redis::RedisResult<Reservation> {
         let mut c = self.conn().await?;
         let r: Vec<String> = RESERVE
@@ -113,6 +139,8 @@ impl Store {
             .arg(number)
             .arg(now)
             .arg(kind.arg())
+            .arg(token)
+            .arg(lease_secs)
             .invoke_async(&mut c)
             .await?;
         let mut r = r.into_iter();
@@ -125,14 +153,16 @@ impl Store {
                 Reservation::Resume { number, platform }
             }
             (Some("has"), Some(n), _) => Reservation::Has(n),
+            (Some("busy"), Some(n), _) => Reservation::Busy(n),
             (Some("none"), _, _) => Reservation::NoneFree,
             (Some("state"), Some(s), _) => Reservation::State(s),
             _ => Reservation::UnknownNumber,
         })
     }
 
-    /// Completes a reservation after the carrier bound it; false when the
-    /// reservation is no longer this user's.
+    /// Completes the reservation `token` after the carrier bound it; false
+    /// when that reservation is gone (released, taken over, given away).
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit_binding(
         &self,
         user: u64,
@@ -141,6 +171,7 @@ impl Store {
         tel_a: &str,
         now: u64,
         kind: Kind,
+        token: &str,
     ) -> redis::RedisResult<bool> {
         let mut c = self.conn().await?;
         let r: String = COMMIT
@@ -151,19 +182,27 @@ impl Store {
             .arg(tel_a)
             .arg(now)
             .arg(kind.arg())
+            .arg(token)
             .invoke_async(&mut c)
             .await?;
         Ok(r == "ok")
     }
 
-    /// Undoes a reservation whose carrier call failed.
-    pub async fn unreserve(&self, user: u64, number: &str, kind: Kind) -> redis::RedisResult<()> {
+    /// Undoes the reservation `token`, whose carrier call failed.
+    pub async fn unreserve(
+        &self,
+        user: u64,
+        number: &str,
+        kind: Kind,
+        token: &str,
+    ) -> redis::RedisResult<()> {
         let mut c = self.conn().await?;
         UNRESERVE
             .arg(self.prefix())
             .arg(user)
             .arg(number)
             .arg(kind.arg())
+            .arg(token)
             .invoke_async(&mut c)
             .await
     }
@@ -217,10 +256,25 @@ impl Store {
         c.hset(self.keys.number(number), "telA", a).await
     }
 
-    /// Sets a bound number's bind state (fault mode: 5, back: 1).
-    pub async fn set_bind_state(&self, number: &str, state: &str) -> redis::RedisResult<()> {
+    /// Fault mode: the number's bind state `from` -> `to` in one step, only
+    /// while it is still `user`'s and in `from`. True when it changed.
+    pub async fn set_fault_state(
+        &self,
+        number: &str,
+        user: &str,
+        from: &str,
+        to: &str,
+    ) -> redis::RedisResult<bool> {
         let mut c = self.conn().await?;
-        c.hset(self.keys.number(number), "bindState", state).await
+        let n: i64 = FAULT_STATE
+            .arg(self.prefix())
+            .arg(number)
+            .arg(user)
+            .arg(from)
+            .arg(to)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
     }
 
     /// Records an XB binding the carrier made.
@@ -370,21 +424,48 @@ impl Store {
         Ok(v)
     }
 
-    /// An answer stored for a repeated request, if one is.
-    pub async fn replayed_answer(&self, fingerprint: &str) -> redis::RedisResult<Option<String>> {
-        let mut c = self.conn().await?;
-        c.get(self.keys.api_replay(fingerprint)).await
-    }
-
-    /// Stores a successful answer so that a retry of the same request gets it.
-    pub async fn store_answer(
+    /// Claims the request `fingerprint` under `token` for `lease_ms`, or
+    /// finds it in progress, or finds its stored answer still true.
+    pub async fn claim_request(
         &self,
         fingerprint: &str,
-        answer: &str,
+        token: &str,
+        lease_ms: u64,
+    ) -> redis::RedisResult<Claim> {
+        let mut c = self.conn().await?;
+        let r: Vec<String> = REQUEST_CLAIM
+            .arg(self.prefix())
+            .arg(self.keys.api_replay(fingerprint))
+            .arg(token)
+            .arg(lease_ms)
+            .invoke_async(&mut c)
+            .await?;
+        let mut r = r.into_iter();
+        Ok(match (r.next().as_deref(), r.next()) {
+            (Some("answer"), Some(stored)) => Claim::Answer(stored),
+            (Some("wait"), _) => Claim::Wait,
+            _ => Claim::Claimed,
+        })
+    }
+
+    /// Ends the claim `token` of a request: `answer` stored for `ttl_secs`
+    /// (with the holds it depends on), or, with None, the claim dropped.
+    pub async fn finish_request(
+        &self,
+        fingerprint: &str,
+        token: &str,
+        answer: Option<&str>,
         ttl_secs: u64,
     ) -> redis::RedisResult<()> {
         let mut c = self.conn().await?;
-        c.set_ex(self.keys.api_replay(fingerprint), answer, ttl_secs)
-            .await
+        let _: i64 = REQUEST_DONE
+            .arg(self.prefix())
+            .arg(self.keys.api_replay(fingerprint))
+            .arg(token)
+            .arg(answer.unwrap_or(""))
+            .arg(ttl_secs)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
     }
 }

@@ -26,6 +26,7 @@ mod operate;
 mod ordering;
 mod phone_history;
 mod platform;
+mod platform_hostile;
 mod proxy;
 mod publish_targets;
 mod rabbit_cluster;

@@ -34,10 +34,15 @@ redis.call('HSET', KEYS[2], ARGV[1], stamped)
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 
-local uid = b['userId']
-if uid == nil then uid = b['userid'] end
-if uid ~= nil and uid ~= cjson.null then
-  if type(uid) == 'number' then uid = string.format('%d', uid) end
+local name = 'userId'
+if b[name] == nil then name = 'userid' end
+local uid = b[name]
+if type(uid) == 'number' then
+  -- cjson made it a double (ids above 2^53 rounded): take its digits from
+  -- the text as written.
+  uid = string.match(raw, '"' .. name .. '"%s*:%s*(%d+)%s*[,}]')
+end
+if type(uid) == 'string' then
   local axs = redis.call('HGET', KEYS[4], tostring(uid))
   if axs then
     local ok2, a = pcall(cjson.decode, axs)

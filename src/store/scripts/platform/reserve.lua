@@ -2,11 +2,13 @@
 -- atomic step, so that no number is ever held by two users and no user holds
 -- two AX numbers of one platform (or two temporary numbers), across replicas.
 -- ARGV: 1 the key names (see store::platform), 2 userId, 3 platformId ('' when the number is given),
---       4 number ('' = take a free one of the platform), 5 now, 6 kind ('ax' | 'fault')
+--       4 number ('' = take a free one of the platform), 5 now, 6 kind ('ax' | 'fault'),
+--       7 reservation token, 8 lease (s): a reservation younger than this is in progress
 -- Returns {'reserved', X, platformId} | {'resume', X, platformId} (a half-made
--- binding of this user: complete it) | {'has', X} | {'none'} | {'unknown'}
+-- binding of this user, older than the lease: complete it) | {'busy', X} (a
+-- bind of it is in progress) | {'has', X} | {'none'} | {'unknown'}
 -- | {'state', n} (the number cannot be bound: its number state, or bind state)
-local _, uid, pid, x, now, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local _, uid, pid, x, now, kind, token, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local function num(n) return K.number .. n end
 if x ~= '' then
   if redis.call('EXISTS', num(x)) == 0 then return {'unknown'} end
@@ -16,6 +18,16 @@ local userKey, held
 if kind == 'fault' then
   userKey = K.user_fault .. uid
   held = redis.call('GET', userKey)
+  -- A user in fault mode (an AX binding in bind state 5, from
+  -- TemporaryBindNumber) has a fault binding too: checked before the pool.
+  if not held then
+    local ax = redis.call('HVALS', K.user_ax .. uid)
+    for _, a in ipairs(ax) do
+      if redis.call('HGET', num(a), 'bindState') == '5' and redis.call('HGET', num(a), 'userId') == uid then
+        return {'has', a}
+      end
+    end
+  end
 else
   userKey = K.user_ax .. uid
   held = redis.call('HGET', userKey, pid)
@@ -24,7 +36,12 @@ local own = '0'
 if held then
   local bs = redis.call('HGET', num(held), 'bindState')
   if x ~= '' and x ~= held then return {'has', held} end
-  if bs == '2' then return {'resume', held, pid} end
+  if bs == '2' then
+    local at = tonumber(redis.call('HGET', num(held), 'reservedAt') or '0') or 0
+    if tonumber(now) - at < tonumber(lease) then return {'busy', held} end
+    redis.call('HSET', num(held), 'reservedAt', now, 'reservation', token)
+    return {'resume', held, pid}
+  end
   if bs ~= '0' then return {'has', held} end
   x = held
   own = '1'
@@ -46,6 +63,6 @@ if bs ~= '0' or (owner ~= '' and owner ~= uid) then
   return {'state', bs}
 end
 redis.call('SREM', K.pool_free .. pid, x)
-redis.call('HSET', n, 'bindState', '2', 'userId', uid, 'reservedAt', now, 'ownedBefore', own)
+redis.call('HSET', n, 'bindState', '2', 'userId', uid, 'reservedAt', now, 'ownedBefore', own, 'reservation', token)
 if kind == 'fault' then redis.call('SET', userKey, x) else redis.call('HSET', userKey, pid, x) end
 return {'reserved', x, pid}

@@ -7,13 +7,7 @@ local n = K.number .. x
 if redis.call('HGET', n, 'userId') ~= uid then return 0 end
 local pid = redis.call('HGET', n, 'platformId')
 redis.call('HSET', n, 'bindState', '0')
-redis.call('HDEL', n, 'subId', 'telA', 'boundAt', 'reservedAt', 'ownedBefore')
-local axs = K.user_axs
-local current = redis.call('HGET', axs, uid)
-if current then
-  local ok, v = pcall(cjson.decode, current)
-  if ok and type(v) == 'table' and v.xNumber == x then redis.call('HDEL', axs, uid) end
-end
+redis.call('HDEL', n, 'subId', 'telA', 'boundAt', 'reservedAt', 'ownedBefore', 'reservation')
 if release == '1' then
   redis.call('HSET', n, 'userId', '')
   if redis.call('HGET', K.user_ax .. uid, pid) == x then
@@ -26,4 +20,5 @@ if release == '1' then
     redis.call('SADD', K.pool_free .. pid, x)
   end
 end
+axs_recompute(uid)
 return 1

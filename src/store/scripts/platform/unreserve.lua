@@ -1,8 +1,9 @@
 -- Undoes a reservation whose carrier call failed: no half-made binding.
--- ARGV: 1 the key names (see store::platform), 2 userId, 3 number, 4 kind ('ax' | 'fault')
-local _, uid, x, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- ARGV: 1 the key names (see store::platform), 2 userId, 3 number, 4 kind ('ax' | 'fault'), 5 reservation token
+local _, uid, x, kind, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n = K.number .. x
-if redis.call('HGET', n, 'userId') ~= uid or redis.call('HGET', n, 'bindState') ~= '2' then
+if redis.call('HGET', n, 'userId') ~= uid or redis.call('HGET', n, 'bindState') ~= '2'
+  or redis.call('HGET', n, 'reservation') ~= token then
   return 0
 end
 local pid = redis.call('HGET', n, 'platformId')
@@ -19,5 +20,5 @@ else
     redis.call('SADD', K.pool_free .. pid, x)
   end
 end
-redis.call('HDEL', n, 'reservedAt', 'ownedBefore')
+redis.call('HDEL', n, 'reservedAt', 'ownedBefore', 'reservation')
 return 1
