@@ -54,6 +54,13 @@ impl Application {
 
     /// Binds the listener from `[http] listen`, then [`Application::build`].
     pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        if let Some(e) = settings.exposure_error() {
+            anyhow::bail!("refusing to start: {e}");
+        }
+        for w in settings.url_warnings() {
+            tracing::warn!("{w}");
+        }
         let listener = TcpListener::bind(&settings.http.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", settings.http.listen))?;
@@ -244,6 +251,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    tracing::info!("stop requested: finishing messages in flight");
+    // Cancel first: nothing (a log line included) may stand before it.
     shutdown.cancel();
+    tracing::info!("stop requested: finishing messages in flight");
 }

@@ -30,6 +30,8 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../config.toml");
 pub enum ConfigError {
     #[error("configuration file {0} does not exist")]
     Missing(String),
+    #[error("configuration file {0} cannot be read: {1}")]
+    Unreadable(String, String),
     #[error("invalid configuration: {0}")]
     Parse(String),
     #[error("invalid configuration: {0}")]
@@ -400,6 +402,20 @@ impl Settings {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         if !path.exists() {
             return Err(ConfigError::Missing(path.display().to_string()));
+        }
+        // figment reads a directory or an unreadable file as empty: the
+        // worker would run on the shipped defaults and say "OK".
+        if let Err(e) = std::fs::File::open(path).and_then(|f| {
+            if f.metadata()?.is_file() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("not a regular file (a directory?)"))
+            }
+        }) {
+            return Err(ConfigError::Unreadable(
+                path.display().to_string(),
+                e.to_string(),
+            ));
         }
         Self::from_figment(
             Figment::from(Toml::string(DEFAULT_CONFIG))

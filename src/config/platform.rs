@@ -13,6 +13,8 @@ pub struct PlatformSettings {
     pub username: String,
     pub password: Secret,
     pub bearer_token: Secret,
+    /// Serve the API without credentials on a non-loopback listen.
+    pub allow_unauthenticated: bool,
     pub xb_default_expiration_secs: u64,
     pub xb_expiry_interval_ms: u64,
     pub max_body_bytes: usize,

@@ -6,6 +6,47 @@ use std::collections::HashSet;
 use super::{ConfigError, QueueKind, Settings};
 
 impl Settings {
+    /// Why this process must not start as configured, although each setting
+    /// is valid: the binding API, which binds and releases numbers, served
+    /// without credentials beyond loopback (anything that reaches the port
+    /// could change bindings). None when it may.
+    pub fn exposure_error(&self) -> Option<String> {
+        let p = &self.platform;
+        let serves_api = p.enabled && p.role != super::platform::Role::Consumers;
+        let open = p.password.expose().is_empty() && p.bearer_token.expose().is_empty();
+        let loopback = self
+            .http
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        (serves_api && open && !loopback && !p.allow_unauthenticated).then(|| {
+            format!(
+                "the binding API would answer without credentials on {} (beyond loopback: anything that reaches it could bind and release numbers): set [platform] password or bearer_token (AXN__PLATFORM__PASSWORD, AXN__PLATFORM__BEARER_TOKEN), listen on 127.0.0.1, set [platform] enabled = false or role = \"consumers\", or say it is meant with [platform] allow_unauthenticated = true",
+                self.http.listen
+            )
+        })
+    }
+
+    /// Warnings about settings that are valid but likely not what was meant.
+    pub fn url_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, url) in self.amqp.url.urls().iter().enumerate() {
+            let rest = url.split_once("://").map_or("", |(_, r)| r);
+            let host = rest.split('/').next().unwrap_or("");
+            let host = host.rsplit('@').next().unwrap_or(host);
+            if let Some((_, path)) = rest.split_once('/') {
+                let vhost = path.split('?').next().unwrap_or("");
+                if vhost.is_empty() {
+                    out.push(format!(
+                        "amqp.url #{} ({host}) ends with \"/\": that names the empty vhost \"\", not the default vhost \"/\" (RabbitMQ answers \"vhost  not found\"); write amqp://{host} or amqp://{host}/%2f for \"/\"",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Checks what the types cannot: ranges, and names that must differ.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));

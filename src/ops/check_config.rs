@@ -33,6 +33,7 @@ pub fn warnings(settings: &Settings) -> Vec<String> {
             ));
         }
     }
+    out.extend(settings.url_warnings());
     out
 }
 
@@ -41,9 +42,22 @@ pub fn warnings(settings: &Settings) -> Vec<String> {
 pub fn run(settings: &Settings) -> anyhow::Result<()> {
     out!("{}", render(settings)?);
     for w in warnings(settings) {
-        eprintln!("warning: {w}");
+        err!("warning: {w}");
     }
-    eprintln!("configuration OK");
+    if let Some(e) = settings.exposure_error() {
+        anyhow::bail!("invalid configuration: {e}");
+    }
+    if settings.platform.allow_unauthenticated && settings.exposure_error().is_none() {
+        let mut strict = settings.clone();
+        strict.platform.allow_unauthenticated = false;
+        if strict.exposure_error().is_some() {
+            err!(
+                "warning: the binding API answers without credentials on {} ([platform] allow_unauthenticated = true)",
+                settings.http.listen
+            );
+        }
+    }
+    err!("configuration OK");
     Ok(())
 }
 

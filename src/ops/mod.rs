@@ -13,6 +13,15 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::ops::write_out(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
+/// A line on stderr like `eprintln!`, but a closed stderr is no panic: the
+/// line is dropped.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[doc(hidden)]
 pub fn write_out(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;

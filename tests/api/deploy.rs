@@ -127,7 +127,14 @@ fn kubernetes_manifests_agree_with_the_worker() {
         kind(&docs, "ConfigMap")["metadata"]["name"]
     );
 
-    let secret = kind(&docs, "Secret");
+    // The Secret is an example beside the kustomization, never in it: an
+    // apply -k would overwrite the real one with CHANGE-ME.
+    assert!(
+        docs.iter().all(|d| d["kind"].as_str() != Some("Secret")),
+        "no Secret in kustomization.yaml's resources"
+    );
+    let example = yaml_docs("deploy/k8s/secret.example.yaml");
+    let secret = kind(&example, "Secret");
     assert_eq!(
         c["envFrom"][0]["secretRef"]["name"],
         secret["metadata"]["name"]
@@ -136,6 +143,7 @@ fn kubernetes_manifests_agree_with_the_worker() {
         "AXN__AMQP__URL",
         "AXN__REDIS__URL",
         "AXN__MAPPING__PASSWORD",
+        "AXN__PLATFORM__BEARER_TOKEN",
     ] {
         assert!(secret["stringData"][key].is_string(), "Secret lacks {key}");
     }
@@ -518,21 +526,36 @@ fn kubectl_exec_commands_find_the_config() {
         .unwrap()
         .trim();
     let (uid, gid) = user.split_once(':').unwrap_or((user, user));
-    let out = std::process::Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={gid}"),
-            "--clear-groups",
-            "--",
-        ])
-        .arg(crate::helpers::BIN)
-        .arg("check-config")
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .envs(env)
-        .current_dir(&workdir)
-        .output()
-        .unwrap();
+    let check = |extra: &[(&str, &str)]| {
+        std::process::Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                "--",
+            ])
+            .arg(crate::helpers::BIN)
+            .arg("check-config")
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .envs(env.clone())
+            .envs(extra.iter().copied())
+            .current_dir(&workdir)
+            .output()
+            .unwrap()
+    };
+    // The image listens on 0.0.0.0: without credentials for the binding
+    // API it refuses (as `run` does), naming the fix.
+    let open = check(&[]);
+    let why = String::from_utf8_lossy(&open.stderr);
+    assert_eq!(open.status.code(), Some(1), "{why}");
+    assert!(
+        why.contains("without credentials on 0.0.0.0:8080")
+            && why.contains("AXN__PLATFORM__BEARER_TOKEN"),
+        "{why}"
+    );
+    // With the Secret's credentials, as the Deployment runs it.
+    let out = check(&[("AXN__PLATFORM__BEARER_TOKEN", "a-token")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("configuration OK"), "{stderr}");

@@ -23,6 +23,7 @@ mod lifecycle;
 mod mapping;
 mod once_per_call;
 mod operate;
+mod operator;
 mod ordering;
 mod phone_history;
 mod platform;

@@ -1,0 +1,201 @@
+//! The binary as a newcomer and an SRE run it (issue 22's findings): a log
+//! pipe that closes, a `--config` that names a directory, an AMQP URL whose
+//! trailing slash names the empty vhost, the binding API exposed without
+//! credentials. Each runs the real `axn-worker` against the local services.
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use axn_worker::config::QueueKind;
+use redis::AsyncCommands;
+use tokio::io::AsyncReadExt;
+
+use crate::{
+    helpers::{BIN, CONFIG, DEADLINE, TestApp, env_for, test_settings, unique_id},
+    xb_unbind::{SEED_UNBIND, binding},
+};
+
+/// `axn-worker run 2>&1 | head -2`: once the reader of its logs is gone the
+/// worker goes on applying messages (no panic), and SIGTERM still stops it
+/// with exit 0.
+#[tokio::test]
+async fn a_closed_log_pipe_neither_stops_the_worker_nor_its_shutdown() {
+    let id = unique_id();
+    let settings = test_settings(&id);
+    let app = TestApp::connect(id, settings.clone()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config", CONFIG])
+        .envs(env_for(&settings))
+        .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Read a little, as `head -2` does, then close the pipe.
+    let mut stderr = child.stderr.take().unwrap();
+    let mut first = [0u8; 64];
+    let _ = stderr.read(&mut first).await.unwrap();
+    drop(stderr);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + DEADLINE;
+    while crate::helpers::try_get(addr, "/readyz")
+        .await
+        .map(|a| a.0)
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the worker exited once its log pipe closed"
+        );
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It logs a line per message: every one of them now fails to write.
+    for i in 0..20 {
+        let sub = format!("1000000000077{i:03}");
+        let _: () = app
+            .redis
+            .clone()
+            .hset(app.key("PrivateNumber_xb"), &sub, binding(&sub, 51218, 7))
+            .await
+            .unwrap();
+        app.publish(
+            QueueKind::XbUnbind,
+            SEED_UNBIND.replace("1000039976446302", &sub).as_bytes(),
+        )
+        .await;
+    }
+    let mut r = app.redis.clone();
+    let key = app.key("PrivateNumber_xb_unbound");
+    let deadline = Instant::now() + DEADLINE;
+    while r.hlen::<_, usize>(&key).await.unwrap() < 20 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the worker died writing logs"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "messages not applied with the log pipe closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("SIGTERM still stops it")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "a clean stop, not a panic (101)");
+}
+
+fn cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("AXN_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// `--config` naming a directory, or a file that cannot be read, is an
+/// error naming it, for check-config and run alike: never the shipped
+/// defaults with "configuration OK".
+#[test]
+fn a_config_path_that_is_not_a_readable_file_is_an_error() {
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+    for command in ["check-config", "run"] {
+        let out = cli(&[command, "--config", deploy], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&format!("configuration file {deploy} cannot be read")),
+            "{command}: {stderr}"
+        );
+        assert!(!stderr.contains("configuration OK"), "{stderr}");
+    }
+    let missing = cli(&["check-config", "--config", "/nonexistent/axn.toml"], &[]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+}
+
+/// `amqp://host:5672/` names the empty vhost: check-config says what it
+/// means and how to write the default vhost, before a run fails on it.
+#[test]
+fn a_trailing_slash_in_the_amqp_url_is_explained_at_check_time() {
+    let out = cli(
+        &["check-config", "--config", CONFIG],
+        &[("AXN__AMQP__URL", "amqp://guest:s3cret@127.0.0.1:5672/")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning: amqp.url #1 (127.0.0.1:5672) ends with \"/\": that names the empty vhost"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("s3cret"),
+        "no password in the warning: {stderr}"
+    );
+    let fine = cli(
+        &["check-config", "--config", CONFIG],
+        &[("AXN__AMQP__URL", "amqp://guest:guest@127.0.0.1:5672/%2f")],
+    );
+    assert!(!String::from_utf8_lossy(&fine.stderr).contains("empty vhost"));
+}
+
+/// The binding API beyond loopback without credentials: `run` refuses to
+/// start and check-config fails, both naming the fix; credentials, or an
+/// explicit `allow_unauthenticated = true` (warned), let it start; the
+/// consumers-only role needs none.
+#[test]
+fn the_binding_api_is_not_exposed_without_credentials() {
+    let wide = ("AXN__HTTP__LISTEN", "0.0.0.0:0");
+    for command in ["check-config", "run"] {
+        let out = cli(&[command, "--config", CONFIG], &[wide]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains("the binding API would answer without credentials on 0.0.0.0:0"),
+            "{command}: {stderr}"
+        );
+    }
+    for ok in [
+        vec![wide, ("AXN__PLATFORM__BEARER_TOKEN", "t")],
+        vec![wide, ("AXN__PLATFORM__PASSWORD", "p")],
+        vec![wide, ("AXN__PLATFORM__ROLE", "consumers")],
+        vec![wide, ("AXN__PLATFORM__ENABLED", "false")],
+        vec![("AXN__HTTP__LISTEN", "127.0.0.1:0")],
+    ] {
+        let out = cli(&["check-config", "--config", CONFIG], &ok);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{ok:?}: {stderr}");
+        assert!(!stderr.contains("without credentials"), "{ok:?}: {stderr}");
+    }
+    let meant = cli(
+        &["check-config", "--config", CONFIG],
+        &[wide, ("AXN__PLATFORM__ALLOW_UNAUTHENTICATED", "true")],
+    );
+    let stderr = String::from_utf8_lossy(&meant.stderr);
+    assert!(meant.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: the binding API answers without credentials on 0.0.0.0:0"),
+        "{stderr}"
+    );
+}
