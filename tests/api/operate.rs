@@ -624,9 +624,32 @@ async fn dlq_summary_filters_and_purge() {
         "{text}"
     );
 
-    let refused = cli(&["purge", "blacklist", "--reason", "invalid_json"]).await;
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("2 of the 3 message(s)"));
+    // Without --yes: the preview its help promises, exit 0, nothing deleted.
+    let preview = cli(&["purge", "blacklist", "--reason", "invalid_json"]).await;
+    assert_eq!(
+        preview.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&preview.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&preview.stdout).contains(&format!(
+            "would delete 2 of the 3 message(s) in {dlq} (by reason: invalid_json 2); nothing deleted: run again with --yes"
+        )),
+        "{}",
+        String::from_utf8_lossy(&preview.stdout)
+    );
+    // Times with an offset are read as the instant they name; a time
+    // without a zone is refused, not read as UTC.
+    let later = cli(&["purge", "blacklist", "--since", "2999-01-01T08:00:00+08:00"]).await;
+    assert!(
+        String::from_utf8_lossy(&later.stdout).contains("would delete 0 of the 3"),
+        "{}",
+        String::from_utf8_lossy(&later.stderr)
+    );
+    let zoneless = cli(&["list", "blacklist", "--since", "2026-12-03T17:28:00"]).await;
+    assert_eq!(zoneless.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&zoneless.stderr).contains("with a zone"));
     assert_eq!(
         app.queue_len(&dlq).await,
         3,
@@ -688,12 +711,29 @@ async fn dlq_replay_dry_run_permanent_guard_filter_and_history() {
             crate::helpers::run_cli(&settings, &args).await
         }
     };
+    // The dry run says what the real run does: with a permanent failure
+    // selected and no --include-permanent, nothing.
     let dry = cli(&["--dry-run"]).await;
     assert!(dry.status.success());
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains(
+            "would replay nothing: 1 of the 2 selected dead letter(s) failed permanently (by reason: invalid_json 1, retries_exhausted 1)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
+    let dry = cli(&["--dry-run", "--include-permanent"]).await;
     assert!(
         String::from_utf8_lossy(&dry.stdout).contains("would replay 2 of the 2 message(s)"),
         "{}",
         String::from_utf8_lossy(&dry.stdout)
+    );
+    let none = cli(&["--reason", "no_such_reason"]).await;
+    assert!(none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stdout).contains("0 of the 2 message(s) in"),
+        "{}",
+        String::from_utf8_lossy(&none.stdout)
     );
     let refused = cli(&[]).await;
     assert_eq!(refused.status.code(), Some(1));
@@ -805,6 +845,12 @@ async fn unmasked_export_is_guarded_audited_and_republishable() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "numbers in full: the owner's only (was {mode:o})"
     );
     let audit = String::from_utf8_lossy(&out.stderr);
     assert!(

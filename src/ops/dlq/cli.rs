@@ -203,12 +203,17 @@ impl DlqCommand {
             DlqCommand::Purge { queue, filter, yes } => {
                 let dlq = settings.queues.get(queue).dlq_name();
                 if !yes {
+                    // The preview the help promises: what --yes would delete.
                     let all = tools::scan(settings, &dlq).await?;
-                    let n = all.iter().filter(|e| filter.matches(e)).count();
-                    anyhow::bail!(
-                        "{n} of the {} message(s) in {dlq} match: nothing deleted; run again with --yes to delete them",
-                        all.len()
+                    let selected: Vec<Entry> =
+                        all.iter().filter(|e| filter.matches(e)).cloned().collect();
+                    outln!(
+                        "would delete {} of the {} message(s) in {dlq}{}; nothing deleted: run again with --yes to delete them",
+                        selected.len(),
+                        all.len(),
+                        by_reason(&selected)
                     );
+                    return Ok(());
                 }
                 let gone = tools::purge(settings, &dlq, &filter).await?;
                 outln!("deleted {} message(s) from {dlq}", gone.len());
@@ -231,17 +236,34 @@ impl DlqCommand {
                         .map(|e| (*e).clone())
                         .collect::<Vec<_>>(),
                 );
-                if dry_run {
+                let permanent_n = permanent.values().map(|s| s.count).sum::<usize>();
+                if selected.is_empty() {
                     outln!(
-                        "would replay {} of the {} message(s) in {} to {} (of which permanent failures: {})",
-                        limit
-                            .limit
-                            .map_or(selected.len(), |l| l.min(selected.len())),
+                        "0 of the {} message(s) in {} match: nothing to replay",
                         all.len(),
-                        q.dlq_name(),
-                        q.name,
-                        permanent.values().map(|s| s.count).sum::<usize>()
+                        q.dlq_name()
                     );
+                    return Ok(());
+                }
+                if dry_run {
+                    // What the same command without --dry-run does.
+                    if permanent_n > 0 && !include_permanent {
+                        outln!(
+                            "would replay nothing: {permanent_n} of the {} selected dead letter(s) failed permanently{}; the run refuses them without --include-permanent (or select with --reason retries_exhausted)",
+                            selected.len(),
+                            by_reason(&selected.iter().map(|e| (*e).clone()).collect::<Vec<_>>())
+                        );
+                    } else {
+                        outln!(
+                            "would replay {} of the {} message(s) in {} to {} (of which permanent failures: {permanent_n})",
+                            limit
+                                .limit
+                                .map_or(selected.len(), |l| l.min(selected.len())),
+                            all.len(),
+                            q.dlq_name(),
+                            q.name,
+                        );
+                    }
                     return Ok(());
                 }
                 if !permanent.is_empty() && !include_permanent {
@@ -315,6 +337,16 @@ async fn print_list(settings: &Settings, queue: &str, limit: usize) -> anyhow::R
 }
 
 /// A reason retrying cannot fix by itself.
+/// ` (by reason: invalid_json 3, retries_exhausted 1)`, or nothing.
+fn by_reason(entries: &[Entry]) -> String {
+    let s = tools::summarize(entries);
+    if s.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = s.iter().map(|(r, x)| format!("{r} {}", x.count)).collect();
+    format!(" (by reason: {})", parts.join(", "))
+}
+
 fn is_permanent(reason: &str) -> bool {
     !matches!(
         reason,

@@ -26,18 +26,61 @@ pub struct Filter {
     /// Only the message with this message id.
     #[arg(long)]
     pub message_id: Option<String>,
-    /// Only messages whose last failure is at or after this time (RFC 3339).
+    /// Only messages whose last failure is at or after this time: RFC 3339
+    /// with a zone (2026-12-03T09:28:00Z, 2026-12-03T17:28:00+08:00).
     #[arg(long, value_parser = rfc3339)]
     pub since: Option<String>,
-    /// Only messages whose last failure is before this time (RFC 3339).
+    /// Only messages whose last failure is before this time (RFC 3339 with a
+    /// zone, as --since).
     #[arg(long, value_parser = rfc3339)]
     pub until: Option<String>,
 }
 
+/// An RFC 3339 time with its zone (`Z` or `±HH:MM`), as UTC text to compare
+/// with the `axn-failed-at` headers. A time without a zone is refused: read
+/// as UTC it would be eight hours off for an operator in Beijing.
 fn rfc3339(s: &str) -> Result<String, String> {
-    humantime::parse_rfc3339_weak(s)
-        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-        .map_err(|e| format!("{s:?} is not a time like 2026-11-25T08:00:00Z ({e})"))
+    let wanted = || {
+        format!(
+            "{s:?} is not an RFC 3339 time with a zone, like 2026-12-03T09:28:00Z or 2026-12-03T17:28:00+08:00"
+        )
+    };
+    let t = s.trim();
+    let (local, offset_secs) = if let Some(local) = t.strip_suffix(['Z', 'z']) {
+        (local, 0i64)
+    } else {
+        // The zone is the last 6 characters: +08:00 / -05:30.
+        let split = t
+            .len()
+            .checked_sub(6)
+            .filter(|i| t.is_char_boundary(*i))
+            .ok_or_else(wanted)?;
+        let (local, zone) = t.split_at(split);
+        let sign = match zone.as_bytes()[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return Err(wanted()),
+        };
+        let (h, m) = zone[1..].split_once(':').ok_or_else(wanted)?;
+        let (h, m): (i64, i64) = (
+            h.parse().map_err(|_| wanted())?,
+            m.parse().map_err(|_| wanted())?,
+        );
+        if h > 23 || m > 59 {
+            return Err(wanted());
+        }
+        (local, sign * (h * 3600 + m * 60))
+    };
+    let at = humantime::parse_rfc3339(&format!("{local}Z"))
+        .map_err(|e| format!("{} ({e})", wanted()))?;
+    let shift = std::time::Duration::from_secs(offset_secs.unsigned_abs());
+    let utc = if offset_secs >= 0 {
+        at.checked_sub(shift)
+    } else {
+        at.checked_add(shift)
+    }
+    .ok_or_else(wanted)?;
+    Ok(humantime::format_rfc3339_seconds(utc).to_string())
 }
 
 impl Filter {
@@ -106,9 +149,13 @@ pub async fn export(
     file: &std::path::Path,
 ) -> anyhow::Result<(usize, usize)> {
     use std::io::Write as _;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    // The file holds phone numbers in full: readable by its owner only,
+    // whatever the umask.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options
         .open(file)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", file.display()))?;
     let conn = amqp::connect(settings, &amqp::connection_name(Some("dlq-export"))).await?;
@@ -211,5 +258,32 @@ mod tests {
         };
         assert!(by_id.matches(&all[2]) && !by_id.matches(&all[0]));
         assert!(rfc3339("yesterday").is_err());
+        assert_eq!(
+            rfc3339("2026-12-03T17:28:00+08:00").unwrap(),
+            "2026-12-03T09:28:00Z"
+        );
+        assert_eq!(
+            rfc3339("2026-12-03T09:28:00Z").unwrap(),
+            "2026-12-03T09:28:00Z"
+        );
+        assert_eq!(
+            rfc3339("2026-12-03T04:28:00-05:00").unwrap(),
+            "2026-12-03T09:28:00Z"
+        );
+        assert_eq!(
+            rfc3339("2026-12-03T09:28:00.5+00:00").unwrap(),
+            "2026-12-03T09:28:00Z"
+        );
+        for zoneless in [
+            "2026-12-03T17:28:00",
+            "2026-12-03 17:28:00",
+            "2026-12-03T17:28:00+0800",
+            "2026-12-03T17:28:00+25:00",
+        ] {
+            assert!(
+                rfc3339(zoneless).unwrap_err().contains("with a zone"),
+                "{zoneless}"
+            );
+        }
     }
 }
