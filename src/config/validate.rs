@@ -95,6 +95,14 @@ impl Settings {
                 self.http.listen
             ));
         }
+        // The binding API's claim and reservation leases (60 s) must
+        // outlast a carrier call, or a repeated request would run beside it.
+        if !(1..=30).contains(&self.platform.aliyun.timeout_secs) {
+            return bad(format!(
+                "platform.aliyun.timeout_secs ({}) must be 1 to 30: a carrier call must end well within the binding API's 60 s leases",
+                self.platform.aliyun.timeout_secs
+            ));
+        }
         if self.http.header_read_timeout_secs == 0 || self.http.request_timeout_secs == 0 {
             return bad(
                 "http.header_read_timeout_secs and http.request_timeout_secs must be above 0"

@@ -75,6 +75,33 @@ impl Answer {
 /// A failure that ends an operation early (a bad parameter, a Redis error).
 pub type Step<T> = Result<T, Answer>;
 
+/// A JSON object's members in the order written, duplicates kept (serde's
+/// map would keep the last of a name; the API's rule is the first).
+pub struct Members(pub Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Members, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry::<String, Value>()? {
+                    out.push(entry);
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 /// The request's parameters, names lowercased.
 #[derive(Debug, Clone, Default)]
 pub struct Params(BTreeMap<String, String>);
@@ -89,27 +116,44 @@ impl Params {
         p
     }
 
-    /// Adds the members of a JSON object (numbers and strings as text; null
-    /// as absent). An array or object as a value is refused: skipping it
-    /// would drop a filter the caller meant (`{"userid": [1]}` on fault mode
-    /// would select every number).
-    pub fn add_json(&mut self, v: &Value) -> Result<(), Answer> {
-        if let Some(map) = v.as_object() {
-            for (k, v) in map {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    Value::Bool(b) => b.to_string(),
-                    Value::Null => continue,
-                    Value::Array(_) | Value::Object(_) => {
-                        let name: String = k.chars().take(64).collect();
-                        return Err(Answer::fail(format!("参数[{name}]必须是字符串或数字")));
-                    }
-                };
-                self.0.entry(k.to_lowercase()).or_insert(text);
-            }
+    /// Adds the members of a JSON object in the order written, the first
+    /// value of a name winning (numbers and strings as text; null as an
+    /// empty value, i.e. given but absent). An array or object as a value is
+    /// refused: skipping it would drop a filter the caller meant
+    /// (`{"userid": [1]}` on fault mode would select every number).
+    pub fn add_json(
+        &mut self,
+        members: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<(), Answer> {
+        for (k, v) in members {
+            let text = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Null => String::new(),
+                Value::Array(_) | Value::Object(_) => {
+                    let name: String = k.chars().take(64).collect();
+                    return Err(Answer::fail(format!("参数[{name}]必须是字符串或数字")));
+                }
+            };
+            self.0.entry(k.to_lowercase()).or_insert(text);
         }
         Ok(())
+    }
+
+    /// Whether the request names `name` at all, with a value or empty.
+    pub fn given(&self, name: &str) -> bool {
+        self.0.contains_key(&name.to_lowercase())
+    }
+
+    /// A filter (fault mode's userid, private_number): None when not given;
+    /// given, it must not be empty (an empty filter would select everything).
+    pub fn filter(&self, name: &str) -> Step<Option<&str>> {
+        match (self.given(name), self.get(name)) {
+            (false, _) => Ok(None),
+            (true, Some(v)) => Ok(Some(v)),
+            (true, None) => Err(Answer::fail(format!("参数[{name}]不能为空"))),
+        }
     }
 
     /// Adds `name=value` pairs under the names not given yet.
@@ -137,11 +181,13 @@ impl Params {
         for (k, v) in parsed {
             all.insert(k, v);
         }
+        // Each name and value with its length first: no value can pass
+        // for a separator and make two requests one.
         for (k, v) in all {
-            h.update([0]);
-            h.update(k.as_bytes());
-            h.update([1]);
-            h.update(v.as_bytes());
+            for part in [k, v] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part.as_bytes());
+            }
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -279,12 +325,36 @@ mod tests {
             ("userId".to_owned(), "51218".to_owned()),
             ("private_number".to_owned(), "171-1152-6089".to_owned()),
         ]);
-        p.add_json(&json!({"Mobile": 13912345678u64, "userid": "9"}))
-            .unwrap();
+        p.add_json(
+            json!({"Mobile": 13912345678u64, "userid": "9"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .unwrap();
         assert_eq!(
-            Params::default().add_json(&json!({"userid": [1]})),
+            Params::default().add_json([("userid".to_owned(), json!([1]))]),
             Err(Answer::fail("参数[userid]必须是字符串或数字"))
         );
+        let mut dup = Params::default();
+        dup.add_json([
+            ("userid".to_owned(), json!("abc")),
+            ("USERID".to_owned(), json!("2")),
+        ])
+        .unwrap();
+        assert!(dup.id("userid").is_err(), "the first value wins");
+        let mut null = Params::default();
+        null.add_json([("userid".to_owned(), json!(null))]).unwrap();
+        assert_eq!(
+            null.filter("userid"),
+            Err(Answer::fail("参数[userid]不能为空"))
+        );
+        assert_eq!(Params::default().filter("userid"), Ok(None));
+        let fp = |pairs: &[(&str, &str)]| {
+            Params::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+                .fingerprint("X", &[])
+        };
+        assert_ne!(fp(&[("a", "1\u{0}b\u{1}2")]), fp(&[("a", "1"), ("b", "2")]));
         assert_eq!(p.id("userid").unwrap(), 51218, "first one wins");
         assert_eq!(p.virtual_number("PRIVATE_NUMBER").unwrap(), "17111526089");
         assert_eq!(p.real_mobile("mobile").unwrap(), "13912345678");

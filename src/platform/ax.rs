@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     handlers::now_epoch,
-    store::platform::{Kind, Reservation},
+    store::platform::{Kind, Reservation, Unbound},
 };
 
 /// How long a reservation (bind state 2) counts as a bind in progress: a
@@ -92,6 +92,7 @@ impl Platform {
             let a = self.phone_of(user).await?;
             match self.bind(user, Pick::Free(platform), &a, Kind::Ax).await {
                 Ok(bound) => Ok(Done {
+                    until: 0,
                     holds: self.holds_of(user, &bound, Kind::Ax),
                     answer: Answer::Ok {
                         body: vec![json!(true)],
@@ -124,6 +125,7 @@ impl Platform {
             let a = self.phone_of(user).await?;
             match self.bind(user, Pick::Free(platform), &a, Kind::Fault).await {
                 Ok(bound) => Ok(Done {
+                    until: 0,
                     holds: self.holds_of(user, &bound, Kind::Fault),
                     answer: Answer::ok(vec![json!(1)]),
                 }),
@@ -200,6 +202,11 @@ impl Platform {
                 return Err(Answer::fail(HAS_NUMBER));
             }
             Reservation::Busy(_) => return Err(Answer::fail(BIND_IN_PROGRESS)),
+            Reservation::Temporary(x) => {
+                return Err(Answer::fail(format!(
+                    "当前号码[{x}]是用户[{user}]的临时号码(故障模式),无法绑定为AX号码"
+                )));
+            }
             Reservation::NoneFree => return Err(Answer::fail("当前平台没有可分配的小号")),
             Reservation::UnknownNumber => return Err(Answer::fail("隐私号不存在于号码池")),
             Reservation::State(n) => {
@@ -288,11 +295,19 @@ impl Platform {
                 return Ok(Answer::fail(format!("解绑失败-{e}")));
             }
         }
-        self.store
-            .unbind_number(user, &x, release)
+        // Only the binding read above, which the carrier just ended: one
+        // that was unbound and bound again meanwhile stays.
+        let unbound = self
+            .store
+            .unbind_number(user, &x, release, &record.sub_id)
             .await
             .map_err(redis_failed)?;
-        Ok(Answer::ok(vec![json!(x)]))
+        Ok(match unbound {
+            Unbound::Done => Answer::ok(vec![json!(x)]),
+            Unbound::NotTheUsers if release => Answer::ok(Vec::new()),
+            Unbound::NotTheUsers => Answer::fail(NO_BINDING),
+            Unbound::Changed => Answer::fail(BINDING_CHANGED),
+        })
     }
 
     /// ChangeBindANumber (seed 8): the carrier's update of A, then ours.
@@ -331,7 +346,14 @@ impl Platform {
         if let Err(e) = carrier.update_a(&record.sub_id, &x, &a).await {
             return Ok(Answer::fail(format!("更换A号码失败-{e}")));
         }
-        self.store.set_tel_a(&x, &a).await.map_err(redis_failed)?;
+        let changed = self
+            .store
+            .set_tel_a(&x, user, &record.sub_id, &a)
+            .await
+            .map_err(redis_failed)?;
+        if !changed {
+            return Ok(Answer::fail("更换A号码失败-号码的绑定已变化,请重试"));
+        }
         Ok(Answer::ok(Vec::new()))
     }
 
@@ -350,6 +372,8 @@ pub const HAS_NUMBER: &str = "您存在绑定的小号,不能再绑定新的小�
 /// A bind of the same number is under way (its reservation is younger than
 /// [`RESERVATION_LEASE_SECS`]).
 pub const BIND_IN_PROGRESS: &str = "绑定失败-该号码正在绑定中,请稍后重试";
+/// The binding an unbind read was ended and another made meanwhile.
+pub const BINDING_CHANGED: &str = "解绑失败-号码的绑定已变化,请重试";
 /// The seed's answer to an unbind without a binding.
 pub const NO_BINDING: &str = "解绑失败-当前隐私号不存在绑定关系。";
 

@@ -205,7 +205,21 @@ async fn handle(
     let started = Instant::now();
     let params = match params_of(query.as_deref(), &headers, &body) {
         Ok(p) => p,
-        Err(answer) => return json_answer(&answer, b).into_response(),
+        Err(answer) => {
+            // GetCallNumber's failures carry the Mobile given, here from
+            // the query (the body could not be read).
+            let answer = match (operation, answer) {
+                ("GetCallNumber", Answer::Fail { message, .. }) => Answer::Fail {
+                    message,
+                    body: Params::from_pairs(form_urlencoded(query.as_deref().unwrap_or("")))
+                        .get("Mobile")
+                        .map(|m| vec![serde_json::json!(m)])
+                        .unwrap_or_default(),
+                },
+                (_, other) => other,
+            };
+            return json_answer(&answer, b).into_response();
+        }
     };
     // A task of its own: a client that hangs up, or the request deadline,
     // does not stop an operation between the carrier and the commit.
@@ -270,12 +284,9 @@ fn params_of(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<Pa
         }
     };
     if json {
-        let v: serde_json::Value =
+        let members: api::Members =
             serde_json::from_slice(body).map_err(|_| Answer::fail("请求体不是JSON对象"))?;
-        if !v.is_object() {
-            return Err(Answer::fail("请求体不是JSON对象"));
-        }
-        params.add_json(&v)?;
+        params.add_json(members.0)?;
     } else {
         let text = std::str::from_utf8(body).map_err(|_| Answer::fail("请求体不是UTF-8"))?;
         params.add_pairs(decode(text));

@@ -85,15 +85,15 @@ impl Platform {
     pub async fn fault_mode(&self, p: &Params, op: FaultOp) -> Step<Answer> {
         // Every parameter given filters (seed 11-13): a number and a user
         // select that number only while that user holds it.
-        let user = if p.has("userid") {
-            Some(p.id("userid")?)
-        } else {
-            None
+        // A filter given empty (`userid=`, `"userid": null`) is refused:
+        // dropped, it would select every number.
+        let user = match p.filter("userid")? {
+            Some(_) => Some(p.id("userid")?),
+            None => None,
         };
-        let number = if p.has("private_number") {
-            Some(p.virtual_number("private_number")?)
-        } else {
-            None
+        let number = match p.filter("private_number")? {
+            Some(_) => Some(p.virtual_number("private_number")?),
+            None => None,
         };
         if op == FaultOp::UnbindAtCarrier {
             p.int_or("regionid", 0, api::ID_MAX)?;
@@ -152,11 +152,14 @@ impl Platform {
                     tracing::warn!(number = %r.number, error = %e, "fault-mode unbind refused by the carrier");
                     continue;
                 }
-                self.store
-                    .unbind_number(holder, &r.number, false)
+                let unbound = self
+                    .store
+                    .unbind_number(holder, &r.number, false, &r.sub_id)
                     .await
                     .map_err(redis_failed)?;
-                changed.push(r.number);
+                if unbound == crate::store::platform::Unbound::Done {
+                    changed.push(r.number);
+                }
                 continue;
             }
             let done = self

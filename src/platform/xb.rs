@@ -160,7 +160,9 @@ impl Platform {
             .map_err(redis_failed)?;
         self.simulate_call_record(&number.platform_id, &bound.sub_id);
         Ok(Done {
-            // A repeat gets this answer while the binding is live.
+            // A repeat gets this answer while the binding is live and not
+            // yet expired.
+            until: expires_at,
             holds: vec![Hold(self.store.keys().xb(), bound.sub_id, binding)],
             answer: Answer::ok(vec![json!({"phone": number.number, "callbackId": c.xbid})]),
         })

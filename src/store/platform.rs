@@ -41,6 +41,7 @@ script!(XB_BIND, "xb_bind.lua");
 script!(XB_DUE, "xb_due.lua");
 script!(IMPORT, "import.lua");
 script!(FAULT_STATE, "fault_state.lua");
+script!(TEL_A, "tel_a.lua");
 script!(REQUEST_CLAIM, "request_claim.lua");
 script!(REQUEST_DONE, "request_done.lua");
 
@@ -84,6 +85,18 @@ pub enum Reservation {
     UnknownNumber,
     /// The number cannot be bound: its number state (or bind state).
     State(String),
+    /// An AX bind of the user's own temporary number (fault mode's).
+    Temporary(String),
+}
+
+/// What an unbind's local step found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unbound {
+    Done,
+    /// The number is not the user's (any more).
+    NotTheUsers,
+    /// Its binding is no longer the one the carrier ended.
+    Changed,
 }
 
 /// What claiming a request of the binding API found.
@@ -91,9 +104,11 @@ pub enum Reservation {
 pub enum Claim {
     /// This request is the first: do the work, then `finish_request`.
     Claimed,
-    /// An identical request is in progress: wait and ask again.
-    Wait,
-    /// The stored answer of an identical request, whose state still holds.
+    /// An identical request is in progress under this claim token: wait and
+    /// ask again, naming the token.
+    Wait(String),
+    /// The record of an identical request: the one waited on, or a stored
+    /// answer whose state still holds.
     Answer(String),
 }
 
@@ -154,6 +169,7 @@ impl Store {
             }
             (Some("has"), Some(n), _) => Reservation::Has(n),
             (Some("busy"), Some(n), _) => Reservation::Busy(n),
+            (Some("temporary"), Some(n), _) => Reservation::Temporary(n),
             (Some("none"), _, _) => Reservation::NoneFree,
             (Some("state"), Some(s), _) => Reservation::State(s),
             _ => Reservation::UnknownNumber,
@@ -207,24 +223,31 @@ impl Store {
             .await
     }
 
-    /// After the carrier ended a binding: unbound (kept as the user's number
-    /// of record), or `release`d to the free pool. False when the number is
-    /// not the user's.
+    /// After the carrier ended the binding `sub_id` (empty: none was
+    /// bound): unbound (kept as the user's number of record), or `release`d
+    /// to the free pool; only while the number is still the user's under
+    /// that same binding.
     pub async fn unbind_number(
         &self,
         user: u64,
         number: &str,
         release: bool,
-    ) -> redis::RedisResult<bool> {
+        sub_id: &str,
+    ) -> redis::RedisResult<Unbound> {
         let mut c = self.conn().await?;
         let n: i64 = UNBIND
             .arg(self.prefix())
             .arg(user)
             .arg(number)
             .arg(if release { "1" } else { "0" })
+            .arg(sub_id)
             .invoke_async(&mut c)
             .await?;
-        Ok(n == 1)
+        Ok(match n {
+            1 => Unbound::Done,
+            2 => Unbound::Changed,
+            _ => Unbound::NotTheUsers,
+        })
     }
 
     /// Moves `from`'s numbers to `to`; the numbers moved.
@@ -250,10 +273,25 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Replaces the A number of a binding.
-    pub async fn set_tel_a(&self, number: &str, a: &str) -> redis::RedisResult<()> {
+    /// Replaces the A number of the binding `sub_id` of `user`; false when
+    /// the number is no longer theirs under it.
+    pub async fn set_tel_a(
+        &self,
+        number: &str,
+        user: u64,
+        sub_id: &str,
+        a: &str,
+    ) -> redis::RedisResult<bool> {
         let mut c = self.conn().await?;
-        c.hset(self.keys.number(number), "telA", a).await
+        let n: i64 = TEL_A
+            .arg(self.prefix())
+            .arg(number)
+            .arg(user)
+            .arg(sub_id)
+            .arg(a)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
     }
 
     /// Fault mode: the number's bind state `from` -> `to` in one step, only
@@ -425,12 +463,14 @@ impl Store {
     }
 
     /// Claims the request `fingerprint` under `token` for `lease_ms`, or
-    /// finds it in progress, or finds its stored answer still true.
+    /// finds it in progress (claimed under another token), or finds the
+    /// record of the claim `waited` on, or a stored answer still true.
     pub async fn claim_request(
         &self,
         fingerprint: &str,
         token: &str,
         lease_ms: u64,
+        waited: &str,
     ) -> redis::RedisResult<Claim> {
         let mut c = self.conn().await?;
         let r: Vec<String> = REQUEST_CLAIM
@@ -438,32 +478,36 @@ impl Store {
             .arg(self.keys.api_replay(fingerprint))
             .arg(token)
             .arg(lease_ms)
+            .arg(waited)
             .invoke_async(&mut c)
             .await?;
         let mut r = r.into_iter();
-        Ok(match (r.next().as_deref(), r.next()) {
-            (Some("answer"), Some(stored)) => Claim::Answer(stored),
-            (Some("wait"), _) => Claim::Wait,
-            _ => Claim::Claimed,
-        })
+        match (r.next().as_deref(), r.next()) {
+            (Some("answer"), Some(stored)) => Ok(Claim::Answer(stored)),
+            (Some("wait"), Some(other)) => Ok(Claim::Wait(other)),
+            (Some("claimed"), _) => Ok(Claim::Claimed),
+            _ => Err(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "request_claim.lua answered neither claimed, wait nor answer",
+            ))),
+        }
     }
 
-    /// Ends the claim `token` of a request: `answer` stored for `ttl_secs`
-    /// (with the holds it depends on), or, with None, the claim dropped.
+    /// Ends the claim `token` of a request: its record kept for `ttl_ms`.
     pub async fn finish_request(
         &self,
         fingerprint: &str,
         token: &str,
-        answer: Option<&str>,
-        ttl_secs: u64,
+        record: &str,
+        ttl_ms: u64,
     ) -> redis::RedisResult<()> {
         let mut c = self.conn().await?;
         let _: i64 = REQUEST_DONE
             .arg(self.prefix())
             .arg(self.keys.api_replay(fingerprint))
             .arg(token)
-            .arg(answer.unwrap_or(""))
-            .arg(ttl_secs)
+            .arg(record)
+            .arg(ttl_ms)
             .invoke_async(&mut c)
             .await?;
         Ok(())

@@ -137,8 +137,10 @@ fn accepted(kind: P, value: &str) -> bool {
         P::ReqInt(max) => n.is_some_and(|n| n <= max),
         P::X => axn_worker::platform::api::number(v, &["16", "17", "19"]).is_some(),
         P::Mobile => axn_worker::platform::api::number(v, &["13", "14", "15", "18"]).is_some(),
-        P::OptId => v.is_empty() || accepted(P::Id, v),
-        P::OptX => v.is_empty() || accepted(P::X, v),
+        // A filter given empty is refused (dropped, it would select every
+        // number); not given at all, it is valid.
+        P::OptId => accepted(P::Id, v),
+        P::OptX => accepted(P::X, v),
     }
 }
 
@@ -549,7 +551,6 @@ async fn hostile_requests_are_refused_and_change_nothing() {
             .iter()
             .find(|(_, k, _)| k.required())
             .map_or(params[0].0, |p| p.0);
-        let first_required = params.iter().any(|(n, k, _)| *n == first && k.required());
         for bad in [
             json!([1]),
             json!({"a": 1}),
@@ -560,9 +561,6 @@ async fn hostile_requests_are_refused_and_change_nothing() {
             json!(-1),
             json!(1e300),
         ] {
-            if bad.is_null() && !first_required {
-                continue; // null is absent: an optional filter not given
-            }
             let mut j: serde_json::Map<String, Value> = valid
                 .iter()
                 .map(|(k, v)| (k.to_string(), json!(v)))
@@ -1482,4 +1480,351 @@ async fn get_call_numbers_failures_carry_the_mobile_given() {
         assert_eq!(v["ResultCode"], 5000, "{bad}: {v}");
         assert_eq!(v["DataBody"], json!(["+86 137-0005-1234"]), "{bad}: {v}");
     }
+    // A body that cannot be read: the Mobile of the query.
+    let path = format!("{BASE_A}/GetCallNumber?Mobile=13700051234");
+    for (ct, body) in [
+        ("application/json", r#"{"userid": [1]}"#),
+        ("text/plain", "userid=1"),
+    ] {
+        let a = request(app.addr, "POST", &path, Some(ct), body.as_bytes()).await;
+        assert_eq!(
+            refused("GetCallNumber", false, &a, body)["DataBody"],
+            json!(["13700051234"])
+        );
+    }
+}
+
+/// Sets the simulated carrier's switch for `op` (`slow:<ms>`, `no_number`).
+async fn carrier_switch(app: &TestApp, op: &str, how: &str) {
+    let _: () = app
+        .redis
+        .clone()
+        .hset(app.key("axn_simulated_carrier_fail"), op, how)
+        .await
+        .unwrap();
+}
+
+async fn number_field(app: &TestApp, x: &str, field: &str) -> Option<String> {
+    app.redis
+        .clone()
+        .hget(app.key(&format!("PrivateNumber_number:{x}")), field)
+        .await
+        .unwrap()
+}
+
+/// A release whose carrier call is slow while the number is unbound and
+/// bound again: it ends the old subscription and leaves the new binding as
+/// it is (never a live subscription on a free number).
+#[tokio::test]
+async fn a_slow_release_does_not_undo_a_newer_binding() {
+    let app = spawn_app().await;
+    let (x, user) = fixture(&app).await;
+    carrier_switch(&app, "unbind", "slow:800").await;
+    let slow = {
+        let (addr, q) = (app.addr, format!("userId={user}&private_number={x}"));
+        tokio::spawn(async move { call(addr, false, "ReleaseTelX", &q).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let v = call(
+        app.addr,
+        false,
+        "UnBindAgentNumber",
+        &format!("userid={user}&private_number={x}"),
+    )
+    .await;
+    assert_eq!(v["ResultCode"], 2000, "{v}");
+    let v = call(
+        app.addr,
+        false,
+        "BindAxNumber",
+        &format!("userid={user}&private_number={x}"),
+    )
+    .await;
+    assert_eq!(v["ResultCode"], 2000, "{v}");
+    let sub = number_field(&app, &x, "subId").await.expect("bound anew");
+    let released = slow.await.unwrap();
+    assert_eq!(
+        released["ResultMsg"], "解绑失败-号码的绑定已变化,请重试",
+        "{released}"
+    );
+    assert_eq!(
+        number_field(&app, &x, "subId").await.as_deref(),
+        Some(sub.as_str())
+    );
+    assert_eq!(
+        number_field(&app, &x, "bindState").await.as_deref(),
+        Some("1")
+    );
+    check_pool(&mut app.redis.clone(), &app.key("")).await;
+}
+
+/// A change of A whose carrier call is slow while the number is released
+/// and bound to another user: the other user's A stays theirs.
+#[tokio::test]
+async fn a_slow_change_of_a_does_not_touch_the_next_users_binding() {
+    let app = spawn_app().await;
+    let (x, user) = fixture(&app).await;
+    let _: () = app
+        .redis
+        .clone()
+        .hset(app.key("PrivateNumber_user_phone"), 9, "13800000009")
+        .await
+        .unwrap();
+    carrier_switch(&app, "update_a", "slow:800").await;
+    let slow = {
+        let (addr, q) = (
+            app.addr,
+            format!("userId={user}&private_number={x}&telA=13700000088"),
+        );
+        tokio::spawn(async move { call(addr, false, "ChangeBindANumber", &q).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let v = call(
+        app.addr,
+        false,
+        "ReleaseTelX",
+        &format!("userId={user}&private_number={x}"),
+    )
+    .await;
+    assert_eq!(v["ResultCode"], 2000, "{v}");
+    let v = call(
+        app.addr,
+        false,
+        "BindAxNumber",
+        &format!("userid=9&private_number={x}"),
+    )
+    .await;
+    assert_eq!(v["ResultCode"], 2000, "{v}");
+    let changed = slow.await.unwrap();
+    assert_eq!(
+        changed["ResultMsg"], "更换A号码失败-号码的绑定已变化,请重试",
+        "{changed}"
+    );
+    assert_eq!(
+        number_field(&app, &x, "telA").await.as_deref(),
+        Some("13800000009")
+    );
+}
+
+/// A user's temporary number (fault mode's) is not bound as their AX
+/// number: it would sit in both records, and a failed bind would free it
+/// while the temporary record still names it.
+#[tokio::test]
+async fn a_temporary_number_is_not_bound_as_an_ax_number() {
+    let app = spawn_app().await;
+    let store = Store::new(&app.settings.redis).unwrap();
+    pool::import(
+        &store,
+        &[Entry {
+            number: "17133300001".into(),
+            platform: 1,
+            pool: 1,
+            region: 1,
+        }],
+    )
+    .await
+    .unwrap();
+    let _: () = app
+        .redis
+        .clone()
+        .hset(app.key("PrivateNumber_user_phone"), 1, "13800000001")
+        .await
+        .unwrap();
+    let v = call(
+        app.addr,
+        true,
+        "UserBindLinShiNumber",
+        "userId=1&platformID=1",
+    )
+    .await;
+    assert_eq!(v["ResultCode"], 2000, "{v}");
+    let v = call(app.addr, false, "TemporaryUnBindNumberToAli", "userid=1").await;
+    assert_eq!(v["DataBody"], json!(["17133300001"]), "{v}");
+    carrier_switch(&app, "bind_ax", "no_number").await;
+    let v = call(
+        app.addr,
+        false,
+        "BindAxNumber",
+        "userid=1&private_number=17133300001",
+    )
+    .await;
+    assert_eq!(
+        v["ResultMsg"], "当前号码[17133300001]是用户[1]的临时号码(故障模式),无法绑定为AX号码",
+        "{v}"
+    );
+    assert_eq!(
+        number_field(&app, "17133300001", "userId").await.as_deref(),
+        Some("1")
+    );
+    check_pool(&mut app.redis.clone(), &app.key("")).await;
+}
+
+/// GetCallNumber whose carrier call is slow while its number is released:
+/// user_axs never names a number its user no longer holds.
+#[tokio::test]
+async fn an_xb_binding_racing_a_release_leaves_user_axs_true() {
+    let app = spawn_app().await;
+    let (x, user) = fixture(&app).await;
+    // Only an XB entry is at stake: the user's AX number unbound, kept.
+    let v = call(
+        app.addr,
+        false,
+        "UnBindAgentNumber",
+        &format!("userid={user}&private_number={x}"),
+    )
+    .await;
+    assert_eq!(v["ResultCode"], 2000, "{v}");
+    carrier_switch(&app, "bind_xb", "slow:800").await;
+    let slow = {
+        let (addr, q) = (
+            app.addr,
+            format!("xbid=1&userid={user}&Mapclassid=1&Mapid=1&Mobile=13900000006"),
+        );
+        tokio::spawn(async move { call(addr, false, "GetCallNumber", &q).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let v = call(
+        app.addr,
+        false,
+        "ReleaseTelX",
+        &format!("userId={user}&private_number={x}"),
+    )
+    .await;
+    assert_eq!(v["ResultCode"], 2000, "{v}");
+    let xb = slow.await.unwrap();
+    assert_eq!(xb["ResultCode"], 2000, "the carrier made the binding: {xb}");
+    assert_eq!(axs(&app, user).await, json!([]), "the user holds nothing");
+    check_pool(&mut app.redis.clone(), &app.key("")).await;
+}
+
+/// Identical requests in flight get the first one's answer also for the
+/// operations whose answer is not kept afterwards, and for failures.
+#[tokio::test]
+async fn duplicates_in_flight_get_the_first_answer_whatever_it_is() {
+    let app = spawn_app().await;
+    let (x, user) = fixture(&app).await;
+    carrier_switch(&app, "unbind", "slow:500").await;
+    let q = format!("userid={user}&private_number={x}");
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, q) = (app.addr, q.clone());
+            tokio::spawn(async move { call(addr, false, "UnBindAgentNumber", &q).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        let v = t.await.unwrap();
+        answers.push((v["ResultCode"].clone(), v["DataBody"].clone()));
+    }
+    assert!(
+        answers.iter().all(|a| a == &(json!(2000), json!([x]))),
+        "{answers:?}"
+    );
+    // A failure too: four binds of a number another user holds.
+    let _: () = app
+        .redis
+        .clone()
+        .hset(app.key("PrivateNumber_user_phone"), 5, "13800000005")
+        .await
+        .unwrap();
+    let v = call(
+        app.addr,
+        false,
+        "BindAxNumber",
+        &format!("userid={user}&private_number={x}"),
+    )
+    .await;
+    assert_eq!(v["ResultCode"], 2000, "{v}");
+    let q = format!("userid=5&private_number={x}");
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, q) = (app.addr, q.clone());
+            tokio::spawn(
+                async move { call(addr, false, "BindAxNumber", &q).await["ResultMsg"].clone() },
+            )
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "当前号码状态为[1]，无法绑定！");
+    }
+}
+
+/// A stored GetCallNumber answer is not replayed once its binding expired,
+/// even before the platform's MQ108 has unbound it.
+#[tokio::test]
+async fn an_expired_xb_binding_is_not_replayed() {
+    let app = crate::helpers::spawn_app_with(|s| s.platform.xb_expiry_interval_ms = 600_000).await;
+    let (_, user) = fixture(&app).await;
+    let q = format!("xbid=1&userid={user}&Mapclassid=1&Mapid=1&Mobile=13900000006&expiration=1");
+    assert_eq!(
+        call(app.addr, false, "GetCallNumber", &q).await["ResultCode"],
+        2000
+    );
+    assert_eq!(
+        call(app.addr, false, "GetCallNumber", &q).await["ResultCode"],
+        2000
+    );
+    let n: usize = app
+        .redis
+        .clone()
+        .hlen(app.key("PrivateNumber_xb"))
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "a repeat within the expiry: replayed");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        call(app.addr, false, "GetCallNumber", &q).await["ResultCode"],
+        2000
+    );
+    let n: usize = app
+        .redis
+        .clone()
+        .hlen(app.key("PrivateNumber_xb"))
+        .await
+        .unwrap();
+    assert_eq!(
+        n, 2,
+        "after it expired: a new binding, not the expired one's answer"
+    );
+}
+
+/// Fault mode with a filter given empty (`userid=`, blank, JSON null) or a
+/// JSON name given twice (the first wins) is refused: nothing changes,
+/// never every number of the pool.
+#[tokio::test]
+async fn fault_mode_refuses_an_empty_filter() {
+    let app = spawn_app().await;
+    let (x, _) = fixture(&app).await;
+    let mut r = app.redis.clone();
+    let before = snapshot(&mut r, &app.key("")).await;
+    let path = format!("{BASE_A}/TemporaryBindNumber");
+    for q in [
+        "userid=&private_number=",
+        "userid=%20",
+        "private_number=",
+        "userid=",
+    ] {
+        let a = request(app.addr, "GET", &format!("{path}?{q}"), None, b"").await;
+        let v = refused("TemporaryBindNumber", false, &a, q);
+        assert!(
+            v["ResultMsg"].as_str().unwrap().ends_with("不能为空"),
+            "{q}: {v}"
+        );
+    }
+    for body in [
+        r#"{"userid": null}"#.to_owned(),
+        r#"{"userid": "   "}"#.to_owned(),
+        format!(r#"{{"private_number": "abc", "private_number": "{x}"}}"#),
+    ] {
+        let a = request(
+            app.addr,
+            "POST",
+            &path,
+            Some("application/json"),
+            body.as_bytes(),
+        )
+        .await;
+        refused("TemporaryBindNumber", false, &a, &body);
+    }
+    assert_eq!(snapshot(&mut r, &app.key("")).await, before);
 }

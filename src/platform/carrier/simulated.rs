@@ -3,7 +3,9 @@
 //! an operator or a test sets a field of the hash
 //! `<prefix>axn_simulated_carrier_fail` (`bind_ax`, `bind_xb`, `unbind`,
 //! `update_a`) to `no_number`, `conflict`, `throttled` or `failed`, and the
-//! next such call fails that way once.
+//! next such call fails that way once. `slow:<ms>` (at most 10000) makes the
+//! next such call take that long and then succeed, as a carrier's slow
+//! answer does: how tests put a release between a read and a write.
 
 use futures_util::future::BoxFuture;
 use rand::Rng as _;
@@ -24,6 +26,14 @@ impl Simulated {
     async fn fail_if_asked(&self, op: &str) -> Result<(), CarrierError> {
         match self.store.take_simulated_failure(op).await {
             Ok(None) => Ok(()),
+            Ok(Some(kind)) if kind.starts_with("slow:") => {
+                let ms = kind["slow:".len()..]
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    .min(10_000);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                Ok(())
+            }
             Ok(Some(kind)) => {
                 let what = format!("simulated {op}");
                 Err(match kind.as_str() {

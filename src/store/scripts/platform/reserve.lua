@@ -8,11 +8,17 @@
 -- binding of this user, older than the lease: complete it) | {'busy', X} (a
 -- bind of it is in progress) | {'has', X} | {'none'} | {'unknown'}
 -- | {'state', n} (the number cannot be bound: its number state, or bind state)
+-- | {'temporary', X} (an AX bind of the user's own temporary number)
 local _, uid, pid, x, now, kind, token, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local function num(n) return K.number .. n end
 if x ~= '' then
   if redis.call('EXISTS', num(x)) == 0 then return {'unknown'} end
   pid = redis.call('HGET', num(x), 'platformId')
+  -- The user's temporary number stays temporary: as an AX number too it
+  -- would be in both records, and an undo would free it under user_fault.
+  if kind ~= 'fault' and redis.call('GET', K.user_fault .. uid) == x then
+    return {'temporary', x}
+  end
 end
 local userKey, held
 if kind == 'fault' then
@@ -32,6 +38,8 @@ else
   userKey = K.user_ax .. uid
   held = redis.call('HGET', userKey, pid)
 end
+-- A temporary number may be of any platform: its own is the one to use.
+if held then pid = redis.call('HGET', num(held), 'platformId') or pid end
 local own = '0'
 if held then
   local bs = redis.call('HGET', num(held), 'bindState')

@@ -1,10 +1,13 @@
 -- After the carrier ended an AX binding: the number stays the user's number
 -- of record (release = 1: it goes back to its platform's free pool instead).
--- ARGV: 1 the key names (see store::platform), 2 userId, 3 number, 4 release ('0' | '1')
--- Returns 1, or 0 when the number is not this user's.
-local _, uid, x, release = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- ARGV: 1 the key names (see store::platform), 2 userId, 3 number, 4 release ('0' | '1'),
+--       5 the subId the caller read and ended at the carrier ('' = none)
+-- Returns 1, 0 when the number is not this user's, 2 when its binding is no
+-- longer the one read (unbound and bound again meanwhile: nothing changes).
+local _, uid, x, release, sub = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n = K.number .. x
 if redis.call('HGET', n, 'userId') ~= uid then return 0 end
+if (redis.call('HGET', n, 'subId') or '') ~= sub then return 2 end
 local pid = redis.call('HGET', n, 'platformId')
 redis.call('HSET', n, 'bindState', '0')
 redis.call('HDEL', n, 'subId', 'telA', 'boundAt', 'reservedAt', 'ownedBefore', 'reservation')

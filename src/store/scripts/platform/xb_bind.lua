@@ -11,5 +11,9 @@ if current then
   local ok, v = pcall(cjson.decode, current)
   ax = ok and type(v) == 'table' and v.bindType == 0
 end
-if not ax then redis.call('HSET', axs, uid, cjson.encode({xNumber = x, bindType = 1})) end
+-- Only while X is still the user's (a release may have come during the
+-- carrier call): user_axs never names a number its user does not hold.
+if not ax and redis.call('HGET', K.number .. x, 'userId') == uid then
+  redis.call('HSET', axs, uid, cjson.encode({xNumber = x, bindType = 1}))
+end
 return 1
