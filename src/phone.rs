@@ -51,7 +51,8 @@ fn is_mainland_mobile(s: &str) -> bool {
 
 /// A number as it may appear in a log line: the first 3 and last 4 characters
 /// with `****` between (`189****8352`), as the contact-center seed shows.
-/// Strings too short to keep 7 characters are hidden entirely.
+/// Strings shorter than 10 characters are hidden entirely (first 3 and
+/// last 4 of an 8-digit number would show 7 of its digits).
 pub fn mask(raw: &str) -> Masked<'_> {
     Masked(raw)
 }
@@ -62,7 +63,7 @@ pub struct Masked<'a>(&'a str);
 impl fmt::Display for Masked<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let chars: Vec<char> = self.0.chars().collect();
-        if chars.len() < 8 {
+        if chars.len() < 10 {
             return f.write_str("****");
         }
         let head: String = chars[..3].iter().collect();
@@ -77,9 +78,14 @@ impl fmt::Debug for Masked<'_> {
     }
 }
 
-/// Masks every number of 7 or more digits in free text (an error message, a
-/// JSON body shown to an operator, a whole log line), so that no full number
-/// escapes through text the worker did not build itself. A number may be
+/// Masks every phone number in free text (an error message, a JSON body
+/// shown to an operator, a whole log line), so that no full number escapes
+/// through text the worker did not build itself. A phone number is a run of
+/// digits that is a mainland mobile (11 digits starting with 1, bare or after
+/// 86 / 0086), a landline with its area code (10 to 12 digits starting with
+/// 0), or a local number of 7 or 8 digits. Other runs stay readable, so that
+/// an operator can search logs by them: subIds (16 digits), callIds, epoch
+/// seconds and milliseconds, 9-digit ids. A number may be
 /// written with single spaces or dashes between its digits (`139-1111-2222`,
 /// `139 1111 2222`), as the normalizer accepts it; its separators stay and
 /// its middle digits become `*`. A date written `YYYY-MM-DD` is not a number.
@@ -89,7 +95,15 @@ impl fmt::Debug for Masked<'_> {
 /// separators (times' fractions, addresses, versions) are judged piece by
 /// piece, as without them.
 pub fn mask_digits_in(text: &str) -> String {
-    mask_runs(text, true, |digits| digits.len() >= 7)
+    mask_runs(text, true, is_phone_digits)
+}
+
+/// Whether `digits` (ASCII) are a phone number by [`mask_digits_in`]'s rule.
+fn is_phone_digits(digits: &str) -> bool {
+    let n = digits.len();
+    is_mobile_digits(digits)
+        || (7..=8).contains(&n)
+        || (digits.starts_with('0') && (10..=12).contains(&n))
 }
 
 /// A digit as input may write it: ASCII or full-width (`０`-`９`).
@@ -205,7 +219,8 @@ fn mask_runs(text: &str, skip_dates: bool, mask: impl Fn(&str) -> bool) -> Strin
 /// body in a listing): a run of digits (separators allowed between them as
 /// in [`mask_digits_in`]) that is a mainland mobile, bare or after 86 /
 /// 0086. Other runs (subIds, callIds, epoch seconds, dates) stay readable.
-/// Logs use [`mask_digits_in`], which masks every run of 7 or more digits.
+/// Logs use [`mask_digits_in`], which also masks landlines and 7-8 digit
+/// local numbers.
 pub fn mask_phones_in(text: &str) -> String {
     mask_runs(text, false, is_mobile_digits)
 }
@@ -234,7 +249,7 @@ fn mask_number(run: &str, digits: usize) -> String {
                 return c;
             }
             seen += 1;
-            if digits >= 8 && (seen <= 3 || seen > digits - 4) {
+            if digits >= 10 && (seen <= 3 || seen > digits - 4) {
                 c
             } else {
                 '*'
@@ -325,7 +340,17 @@ mod tests {
             ("call 139-1111-2222 now", "call 139-****-2222 now"),
             ("call 139 1111 2222", "call 139 **** 2222"),
             ("+86 139 1111 2222", "+86 1** **** 2222"),
-            ("id 1000039976446302", "id 100****6302"),
+            // Ids and times are no phone numbers: searchable as written.
+            ("id 1000039976446302", "id 1000039976446302"),
+            (
+                "sim-1000039976446302 at 1763892000 / 1763892000123",
+                "sim-1000039976446302 at 1763892000 / 1763892000123",
+            ),
+            ("id 123456789", "id 123456789"),
+            // Landlines, with or without their area code.
+            ("tel 0571-88888888", "tel 057*-****8888"),
+            ("tel 01012345678", "tel 010****5678"),
+            ("tel 88888888", "tel ****"),
             ("Mode \"13988888888\"", "Mode \"139****8888\""),
             ("7-digit 1234567 run", "7-digit **** run"),
             ("12-34-56-7 x", "**-**-**-* x"),

@@ -288,11 +288,25 @@ proptest! {
     }
 
     #[test]
-    fn masks_never_show_the_middle(n in "[0-9]{8,20}") {
+    fn masks_never_show_the_middle(n in "[0-9]{10,20}") {
         let shown = phone::mask(&n).to_string();
         prop_assert_eq!(shown.len(), 11);
         prop_assert!(shown.starts_with(&n[..3]) && shown.ends_with(&n[n.len() - 4..]));
+    }
+
+    #[test]
+    fn every_phone_shaped_run_is_masked_in_text(
+        n in prop_oneof!["1[0-9]{10}", "(86|0086)1[0-9]{10}", "0[0-9]{9,11}", "[0-9]{7,8}"],
+    ) {
         let text = format!("x{}y", n);
-        prop_assert!(!phone::mask_digits_in(&text).contains(&n));
+        prop_assert!(!phone::mask_digits_in(&text).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn ids_and_times_stay_readable_in_text(n in prop_oneof!["[1-9][0-9]{8}", "[1-9][0-9]{12,19}"]) {
+        // 86 + a mobile is a phone number.
+        prop_assume!(!(n.len() == 13 && n.starts_with("861")));
+        let text = format!("x{}y", n);
+        prop_assert_eq!(phone::mask_digits_in(&text), text);
     }
 }

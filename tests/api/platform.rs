@@ -780,13 +780,15 @@ async fn simulated_callbacks_on_request() {
             text
         }
     };
-    simulate(vec![
+    let said = simulate(vec![
         "call-record".into(),
         sub.clone(),
         "--call-id".into(),
         "sim-c1".into(),
     ])
     .await;
+    // The subId is no phone number: an operator reads and searches it whole.
+    assert!(said.contains(&format!("\"subId\":\"{sub}\"")), "{said}");
     let event = app.take(&app.call_log_queue()).await;
     assert_eq!(
         serde_json::from_slice::<Value>(&event.data).unwrap(),
