@@ -1,6 +1,7 @@
 //! The worker's HTTP server: `GET /healthz` (the process is alive),
 //! `GET /readyz` (200 only while every input queue has a consumer and Redis
 //! answers, and not while shutting down; the body says which part is missing),
+//! `GET /readyz/api` (the HTTP APIs' own readiness: Redis, not stopping),
 //! `GET /metrics` (Prometheus text, see `crate::metrics`) and
 //! `POST /number-mapping` (see [`mapping`]).
 
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/readyz/api", get(readyz_api))
         .route("/metrics", get(metrics))
         .route(
             "/number-mapping",
@@ -182,6 +184,31 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `GET /readyz/api`: whether the HTTP APIs (binding, mapping) can answer:
+/// Redis answers and the process is not stopping, whatever the broker does.
+/// 404 in a process that serves no binding API (`role = "consumers"`).
+async fn readyz_api(State(state): State<AppState>) -> Response {
+    if state.platform.is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            "this process serves no binding API ([platform] enabled / role): use /readyz\n",
+        )
+            .into_response();
+    }
+    let r = state.health.readiness();
+    let ready = r.redis && !r.stopping;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({"ready": ready, "redis": r.redis, "stopping": r.stopping})),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {

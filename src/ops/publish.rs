@@ -2,8 +2,10 @@
 //! input queue, publisher-confirmed, for smoke tests and manual fixes.
 //!
 //! Input is either one JSON document (which may span lines) or one JSON
-//! document per line. Every message is checked to be JSON before anything is
-//! sent, so a typo does not half-publish a file.
+//! document per line. Every message is checked before anything is sent, with
+//! the worker's own parser and limits (as `validate` does): one it would
+//! dead-letter is refused, and nothing of the file is published, unless
+//! `--force` (to exercise the dead-letter path on purpose).
 
 use std::path::{Path, PathBuf};
 
@@ -24,11 +26,36 @@ pub struct PublishArgs {
     /// File to read, or - for standard input.
     #[arg(default_value = "-")]
     file: PathBuf,
+    /// Publish messages the worker would dead-letter, too (to try the
+    /// dead-letter path).
+    #[arg(long)]
+    force: bool,
 }
 
 impl PublishArgs {
     pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let input = read_input(&self.file)?;
+        let messages = messages(&input)?;
+        let refused: Vec<String> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                (
+                    i,
+                    super::validate::verdict(settings, self.queue, m.as_bytes()),
+                )
+            })
+            .filter(|(_, v)| !v.starts_with("accepted"))
+            .map(|(i, v)| format!("message {}: {v}", i + 1))
+            .collect();
+        if !refused.is_empty() && !self.force {
+            bail!(
+                "the worker would dead-letter {} of {} message(s); nothing was published (--force publishes them anyway):\n  {}",
+                refused.len(),
+                messages.len(),
+                refused.join("\n  ")
+            );
+        }
         let n = publish(settings, self.queue, &input).await?;
         outln!(
             "published {n} message(s) to {} (confirmed)",

@@ -93,9 +93,15 @@ fn kubernetes_manifests_agree_with_the_worker() {
         c["livenessProbe"]["httpGet"]["path"].as_str(),
         Some("/healthz")
     );
+    // Started once everything came up; ready (in the Service) while the
+    // APIs can answer, so a broker outage does not take them down.
+    assert_eq!(
+        c["startupProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
     assert_eq!(
         c["readinessProbe"]["httpGet"]["path"].as_str(),
-        Some("/readyz")
+        Some("/readyz/api")
     );
     assert_eq!(c["ports"][0]["containerPort"].as_i64(), Some(port));
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();

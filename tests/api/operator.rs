@@ -199,3 +199,78 @@ fn the_binding_api_is_not_exposed_without_credentials() {
         "{stderr}"
     );
 }
+
+/// `publish` checks every message with the worker's parser first: one it
+/// would dead-letter (no `action`, a masked number) is refused with the
+/// reason and nothing of the input is sent; `--force` sends it anyway.
+#[tokio::test]
+async fn publish_refuses_what_the_worker_would_dead_letter() {
+    let id = unique_id();
+    let mut app = TestApp::connect(id.clone(), test_settings(&id))
+        .await
+        .start()
+        .await;
+    app.stop().await.unwrap(); // nobody consumes: what was sent stays to be counted
+    let queue = app.queue(QueueKind::Blacklist);
+    let good = r#"{"platId": 3, "private_number": "13470110001", "action": "add", "userid": "74705", "type": 0}"#;
+    let bad = r#"{"platId": 3, "private_number": "134****0001", "userid": "74705", "type": 0}"#;
+    let file = std::env::temp_dir().join(format!("{id}-publish.jsonl"));
+    std::fs::write(&file, format!("{good}\n{bad}\n")).unwrap();
+    let path = file.to_string_lossy().into_owned();
+    let out = crate::helpers::run_cli(&app.settings, &["publish", "blacklist", &path]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the worker would dead-letter 1 of 2 message(s); nothing was published"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("message 2: rejected:"), "{stderr}");
+    assert!(!stderr.contains("13470110001"), "numbers masked: {stderr}");
+    assert_eq!(app.queue_len(&queue).await, 0, "not even the good one");
+    let out =
+        crate::helpers::run_cli(&app.settings, &["publish", "blacklist", &path, "--force"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app.queue_len(&queue).await, 2);
+    let _ = std::fs::remove_file(&file);
+}
+
+/// With the broker unreachable, `/readyz` is 503 (the consumers are down)
+/// while `/readyz/api` is 200: the binding and mapping APIs need only Redis,
+/// and the manifests' readiness probe uses it, so a broker outage does not
+/// take them out of the Service. A consumers-only process has no such
+/// endpoint (404).
+#[tokio::test]
+async fn the_apis_stay_ready_while_the_broker_is_down() {
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    let nobody = crate::lifecycle::spare_port();
+    settings.amqp.url =
+        axn_worker::config::AmqpUrl::one(format!("amqp://guest:guest@127.0.0.1:{nobody}/%2f"));
+    let mut app = TestApp::connect(id, settings).await;
+    app.launch().await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let api = app.get("/readyz/api").await.map(|a| a.0).unwrap_or(0);
+        if api == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz/api {api}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = app.get("/readyz").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"broker\":false"), "{body}");
+    let v = crate::platform::call(app.addr, false, "QueryUserAxs", "userid=1").await;
+    assert_eq!(v["ResultCode"], 2000, "the API answers: {v}");
+    app.stop().await.ok();
+
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    settings.platform.role = axn_worker::config::Role::Consumers;
+    let app = TestApp::connect(id, settings).await.start().await;
+    assert_eq!(app.get("/readyz/api").await.unwrap().0, 404);
+}
