@@ -222,6 +222,13 @@ impl Broker {
             ));
         }
 
+        tokio::spawn(topology::watch_publish_exchange(
+            Arc::clone(&conn),
+            Arc::clone(&self.settings),
+            Arc::clone(&self.health),
+            stop.clone(),
+            std::time::Duration::from_secs(5),
+        ));
         tokio::spawn(depths::probe(
             Arc::clone(&conn),
             Arc::clone(&self.settings),

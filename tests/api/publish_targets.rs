@@ -26,7 +26,16 @@ async fn a_missing_call_log_exchange_takes_the_transient_path_and_recovers() {
     settings.publish.call_log.routing_key = "call-log".into();
     settings.queues.call_record.retry_delays_ms = vec![100];
     settings.queues.call_record.max_attempts = 3;
-    let app = TestApp::connect(id.clone(), settings).await.start().await;
+    let mut app = TestApp::connect(id.clone(), settings).await;
+    app.launch().await;
+    // Found missing at start, before any call record needs it: the
+    // consumers run, readiness names the exchange.
+    app.eventually("consumers up and the exchange reported missing", || async {
+        app.get("/readyz").await.is_ok_and(|(status, body)| {
+            status == 503 && body.contains("\"broker\":true") && body.contains(&exchange)
+        })
+    })
+    .await;
     app.put_binding("mx1", 5, 6).await;
     app.put_binding("mx2", 7, 8).await;
     app.publish(
