@@ -28,6 +28,9 @@ pub struct Health {
     any_missing: AtomicBool,
     /// Set in an API-only process: no consumer is expected.
     no_consumers: AtomicBool,
+    /// Why the last broker session ended or could not start (no
+    /// credentials in it); cleared once a session consumes again.
+    broker_error: Mutex<Option<String>>,
 }
 
 /// The readiness report, also the body of `/readyz`.
@@ -41,6 +44,9 @@ pub struct Readiness {
     /// Publish targets that do not exist (the worker cannot forward or
     /// publish there); empty when all is well.
     pub missing_targets: Vec<String>,
+    /// Why the broker is not connected, while it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_error: Option<String>,
 }
 
 fn index(kind: QueueKind) -> usize {
@@ -50,6 +56,13 @@ fn index(kind: QueueKind) -> usize {
 impl Health {
     pub fn set_consuming(&self, kind: QueueKind, on: bool) {
         self.consuming[index(kind)].store(on, Ordering::SeqCst);
+        if on {
+            *self.broker_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+    /// Why the broker session ended (shown by `/readyz` until it consumes).
+    pub fn set_broker_error(&self, error: &str) {
+        *self.broker_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_owned());
     }
     pub fn set_broker_down(&self) {
         for c in &self.consuming {
@@ -111,7 +124,16 @@ impl Health {
             .iter()
             .cloned()
             .collect();
+        let broker_error = if broker {
+            None
+        } else {
+            self.broker_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
         Readiness {
+            broker_error,
             ready: broker && redis && !stopping && missing_targets.is_empty(),
             missing_targets,
             broker,

@@ -189,6 +189,69 @@ pub async fn declare_one(channel: &Channel, s: &QueueSpec) -> Result<(), Topolog
     })
 }
 
+/// Checks, passively, that the exchange the call-log events go to exists
+/// (an exchange is never declared by the worker: SREs own it). Until it
+/// does, readiness names it under `missing_targets`; checked again every
+/// `every` until found or `stop`, so a misspelled exchange is seen at start,
+/// not at the first call record, and an exchange created later is noticed.
+pub async fn watch_publish_exchange(
+    conn: std::sync::Arc<Connection>,
+    settings: std::sync::Arc<Settings>,
+    health: std::sync::Arc<crate::health::Health>,
+    stop: tokio_util::sync::CancellationToken,
+    every: std::time::Duration,
+) {
+    let exchange = settings.publish.call_log.exchange.clone();
+    if exchange.is_empty() {
+        return;
+    }
+    let target = format!("exchange {exchange:?}");
+    loop {
+        // A passive declare of a missing exchange closes its channel: a
+        // channel of its own each time.
+        let found = match conn.create_channel().await {
+            Ok(channel) => {
+                let r = channel
+                    .exchange_declare(
+                        exchange.as_str().into(),
+                        lapin::ExchangeKind::Direct,
+                        lapin::options::ExchangeDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await;
+                let _ = channel.close(200, "checked".into()).await;
+                match r {
+                    Ok(()) => Some(true),
+                    Err(e)
+                        if e.to_string().contains("NOT_FOUND")
+                            || e.to_string().contains("NOT-FOUND") =>
+                    {
+                        Some(false)
+                    }
+                    // The connection is going: the next session checks again.
+                    Err(_) => None,
+                }
+            }
+            Err(_) => None,
+        };
+        match found {
+            Some(true) => {
+                health.set_target_missing(&target, false);
+                return;
+            }
+            Some(false) => health.set_target_missing(&target, true),
+            None => return,
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,68 +336,5 @@ mod tests {
         // Input and retry queues stay unbounded: bounding them would refuse
         // producers' messages or retries.
         assert_eq!(dlq(&s, cr), FieldTable::default());
-    }
-}
-
-/// Checks, passively, that the exchange the call-log events go to exists
-/// (an exchange is never declared by the worker: SREs own it). Until it
-/// does, readiness names it under `missing_targets`; checked again every
-/// `every` until found or `stop`, so a misspelled exchange is seen at start,
-/// not at the first call record, and an exchange created later is noticed.
-pub async fn watch_publish_exchange(
-    conn: std::sync::Arc<Connection>,
-    settings: std::sync::Arc<Settings>,
-    health: std::sync::Arc<crate::health::Health>,
-    stop: tokio_util::sync::CancellationToken,
-    every: std::time::Duration,
-) {
-    let exchange = settings.publish.call_log.exchange.clone();
-    if exchange.is_empty() {
-        return;
-    }
-    let target = format!("exchange {exchange:?}");
-    loop {
-        // A passive declare of a missing exchange closes its channel: a
-        // channel of its own each time.
-        let found = match conn.create_channel().await {
-            Ok(channel) => {
-                let r = channel
-                    .exchange_declare(
-                        exchange.as_str().into(),
-                        lapin::ExchangeKind::Direct,
-                        lapin::options::ExchangeDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await;
-                let _ = channel.close(200, "checked".into()).await;
-                match r {
-                    Ok(()) => Some(true),
-                    Err(e)
-                        if e.to_string().contains("NOT_FOUND")
-                            || e.to_string().contains("NOT-FOUND") =>
-                    {
-                        Some(false)
-                    }
-                    // The connection is going: the next session checks again.
-                    Err(_) => None,
-                }
-            }
-            Err(_) => None,
-        };
-        match found {
-            Some(true) => {
-                health.set_target_missing(&target, false);
-                return;
-            }
-            Some(false) => health.set_target_missing(&target, true),
-            None => return,
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
     }
 }

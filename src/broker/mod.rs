@@ -126,6 +126,9 @@ impl Broker {
             .without_max_times()
             .with_jitter();
         let mut backoff = builder.build();
+        // Each change logged once: the first failure of a kind at warn, the
+        // same failure again at debug, a session after failures at info.
+        let (mut ever_connected, mut last_error) = (false, None::<String>);
         loop {
             let end = self.session(&shutdown).await;
             self.health.set_broker_down();
@@ -134,13 +137,25 @@ impl Broker {
                 SessionEnd::Fatal(e) => return Err(e),
                 SessionEnd::Lost { error, established } => {
                     self.health.count_reconnect();
+                    self.health.set_broker_error(&error);
                     if established {
                         backoff = builder.build();
+                        ever_connected = true;
                     }
                     let delay = backoff
                         .next()
                         .unwrap_or(Duration::from_millis(a.reconnect_max_delay_ms));
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker session lost; reconnecting");
+                    let retry_in_ms = delay.as_millis() as u64;
+                    if established {
+                        tracing::warn!(%error, retry_in_ms, "broker session lost; reconnecting");
+                    } else if last_error.as_deref() == Some(error.as_str()) {
+                        tracing::debug!(%error, retry_in_ms, "the broker still cannot be reached; retrying");
+                    } else if ever_connected {
+                        tracing::warn!(%error, retry_in_ms, "cannot reconnect to the broker; retrying");
+                    } else {
+                        tracing::warn!(%error, retry_in_ms, "cannot connect to the broker; retrying");
+                    }
+                    last_error = (!established).then_some(error);
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(delay) => {}

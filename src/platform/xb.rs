@@ -194,9 +194,22 @@ impl Platform {
     /// `xb_expiry_interval_ms`, until `stop`.
     pub async fn expire_xb_bindings(self: Arc<Self>, stop: CancellationToken) {
         let every = Duration::from_millis(self.settings.platform.xb_expiry_interval_ms.max(10));
+        // Logged once per change: the first failure (and a different one)
+        // at warn, the same again at debug, the recovery at info.
+        let mut failing: Option<String> = None;
         loop {
-            if let Err(e) = self.expire_once().await {
-                tracing::warn!(error = %format!("{e:#}"), "XB expiry: will try again");
+            match self.expire_once().await {
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    if failing.as_deref() == Some(error.as_str()) {
+                        tracing::debug!(%error, "XB expiry still failing");
+                    } else {
+                        tracing::warn!(%error, "XB expiry failed: trying again every interval");
+                    }
+                    failing = Some(error);
+                }
+                Ok(_) if failing.take().is_some() => tracing::info!("XB expiry works again"),
+                Ok(_) => {}
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
