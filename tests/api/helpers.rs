@@ -562,14 +562,30 @@ async fn send_post(
     auth: Option<(&str, &str)>,
 ) -> HttpAnswer {
     use base64::Engine as _;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut head = format!(
-        "POST {path} HTTP/1.0\r\nHost: test\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut headers = vec![("Content-Type", content_type.to_owned())];
     if let Some((u, p)) = auth {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-        head.push_str(&format!("Authorization: Basic {token}\r\n"));
+        headers.push(("Authorization", format!("Basic {token}")));
+    }
+    request(addr, "POST", path, &headers, body).await
+}
+
+/// Any method, path, headers and body, as raw HTTP/1.0 (Content-Length for
+/// a body or a POST); the answer read to its end.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> HttpAnswer {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: test\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
@@ -581,7 +597,7 @@ async fn send_post(
     let (headers, body) = text
         .split_once("\r\n\r\n")
         .map(|(h, b)| (h.to_owned(), b.to_owned()))
-        .unwrap_or_default();
+        .unwrap_or((text.clone(), String::new()));
     let status = headers
         .split_whitespace()
         .nth(1)

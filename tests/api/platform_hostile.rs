@@ -17,7 +17,6 @@ use axn_worker::{
 };
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
     helpers::{DEADLINE, HttpAnswer, TestApp, WorkerProcess, spawn_app, test_settings, unique_id},
@@ -33,34 +32,11 @@ pub(crate) async fn request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> HttpAnswer {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: test\r\n");
-    if let Some(ct) = content_type {
-        head.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.unwrap();
-    let _ = s.write_all(body).await;
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (headers, body) = text
-        .split_once("\r\n\r\n")
-        .map(|(h, b)| (h.to_owned(), b.to_owned()))
-        .unwrap_or((text.clone(), String::new()));
-    let status = headers
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    HttpAnswer {
-        status,
-        headers: headers.to_lowercase(),
-        body,
-    }
+    let headers: Vec<(&str, String)> = content_type
+        .map(|ct| ("Content-Type", ct.to_owned()))
+        .into_iter()
+        .collect();
+    crate::helpers::request(addr, method, path, &headers, body).await
 }
 
 /// Every key under the test's prefix with its value (DUMP), but the
