@@ -209,7 +209,13 @@ pub async fn run(base: &Settings, out: &mut dyn Write, keep: bool) -> anyhow::Re
             _ => "?".into(),
         };
         writeln!(out, "   -> moved at once to {dlq} with axn-reason {reason}; never retried, never dropped\n")?;
-        writeln!(out, "Done. `axn-worker dlq list blacklist` shows such messages; `dlq replay` sends them back.")?;
+        writeln!(out, "Done. On a running worker `axn-worker dlq list blacklist` shows such messages and `dlq replay` sends them back.")?;
+        let prefix = &settings.redis.key_prefix;
+        if keep {
+            writeln!(out, "The demo's queues ({}, ...) and keys are left (--keep): `redis-cli --scan --pattern '{prefix}*'`, `rabbitmqctl list_queues name messages | grep {}`.", settings.queues.blacklist.name, settings.queues.blacklist.name.split('.').next().unwrap_or_default())?;
+        } else {
+            writeln!(out, "The demo's queues ({}, ...) and keys ({prefix}*) are removed now; `axn-worker demo --keep` leaves them to look at.", settings.queues.blacklist.name)?;
+        }
         let _ = conn.close(200, "demo done".into()).await;
         Ok::<(), anyhow::Error>(())
     }

@@ -129,10 +129,21 @@ fn kubernetes_manifests_agree_with_the_worker() {
     let mount = c["volumeMounts"][0]["mountPath"].as_str().unwrap();
     // A writable scratch volume for operator commands (dlq export) under the
     // read-only root filesystem.
-    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(
+        c["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
     assert!(
-        c["volumeMounts"].as_sequence().unwrap().iter().any(|m| m["mountPath"] == "/scratch"
-            && pod["volumes"].as_sequence().unwrap().iter().any(|v| v["name"] == m["name"] && v["emptyDir"].is_mapping())),
+        c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/scratch"
+                && pod["volumes"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v["name"] == m["name"] && v["emptyDir"].is_mapping())),
         "an emptyDir at /scratch"
     );
     assert_eq!(args, ["run", "--config", &format!("{mount}/config.toml")]);

@@ -336,6 +336,9 @@ async fn demo_tours_every_queue_and_cleans_up() {
         r#""unboundAt":"#,
         "SMEMBERS axn-demo:PrivateNumber_black:74705:0 = [134****0001]",
         "axn-reason invalid_number",
+        // The closing hint names the demo's own queues and keys.
+        "The demo's queues (axn-demo.",
+        "(axn-demo:*) are removed now; `axn-worker demo --keep` leaves them",
     ] {
         assert!(text.contains(expected), "{expected} missing from\n{text}");
     }

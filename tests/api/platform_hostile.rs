@@ -1076,7 +1076,7 @@ async fn identical_requests_in_flight_run_once_across_two_processes() {
     let numbers = p.seed(3, 17177700001, 3).await;
     p.phone(81).await;
     p.phone(82).await;
-    p.paused(500).await;
+    p.paused(1000).await;
     let binds = p
         .at_once(4, true, "BindAxByplatform", "userId=81&platformID=3".into())
         .await;
@@ -1093,7 +1093,7 @@ async fn identical_requests_in_flight_run_once_across_two_processes() {
     assert_eq!(free, numbers.len() - 1, "one number taken");
 
     let q = "xbid=5&userid=81&Mapclassid=1&Mapid=42&Mobile=13700051234&expiration=300".to_owned();
-    p.paused(500).await;
+    p.paused(1000).await;
     let calls = p.at_once(4, false, "GetCallNumber", q).await;
     let strip = |v: &Value| v["DataBody"].clone();
     assert!(
@@ -1247,7 +1247,12 @@ async fn releases_racing_binds_and_fault_mode_keep_the_pool_true() {
             b["ResultCode"] == 2000 || b["ResultMsg"].as_str().unwrap().starts_with("绑定失败"),
             "{b}"
         );
-        assert_eq!(r["ResultCode"], 2000, "{r}");
+        // The release wins, or the bind committed between its read and its
+        // write and the release says so (nothing changed by it).
+        assert!(
+            r["ResultCode"] == 2000 || r["ResultMsg"] == "解绑失败-号码的绑定已变化,请重试",
+            "{r}"
+        );
 
         // Fault mode racing a release of a bound number.
         let v = call(
@@ -1326,7 +1331,14 @@ async fn expiry_racing_the_carriers_unbind_applies_each_once() {
         let v = call(p.addrs[i % 2], false, "GetCallNumber", &q).await;
         assert_eq!(v["ResultCode"], 2000, "{v}");
     }
-    let subs: Vec<String> = own.hkeys(p.app.key("PrivateNumber_xb")).await.unwrap();
+    // On a loaded machine the first may have expired and been unbound
+    // already: every binding made, live or unbound.
+    let mut subs: Vec<String> = own.hkeys(p.app.key("PrivateNumber_xb")).await.unwrap();
+    let gone: Vec<String> = own
+        .hkeys(p.app.key("PrivateNumber_xb_unbound"))
+        .await
+        .unwrap();
+    subs.extend(gone);
     assert_eq!(subs.len(), n);
     // The carrier's callbacks, about when the expiry comes due.
     tokio::time::sleep(Duration::from_millis(900)).await;
@@ -1495,12 +1507,12 @@ async fn number_field(app: &TestApp, x: &str, field: &str) -> Option<String> {
 async fn a_slow_release_does_not_undo_a_newer_binding() {
     let app = spawn_app().await;
     let (x, user) = fixture(&app).await;
-    carrier_switch(&app, "unbind", "slow:800").await;
+    carrier_switch(&app, "unbind", "slow:3000").await;
     let slow = {
         let (addr, q) = (app.addr, format!("userId={user}&private_number={x}"));
         tokio::spawn(async move { call(addr, false, "ReleaseTelX", &q).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let v = call(
         app.addr,
         false,
@@ -1546,7 +1558,7 @@ async fn a_slow_change_of_a_does_not_touch_the_next_users_binding() {
         .hset(app.key("PrivateNumber_user_phone"), 9, "13800000009")
         .await
         .unwrap();
-    carrier_switch(&app, "update_a", "slow:800").await;
+    carrier_switch(&app, "update_a", "slow:3000").await;
     let slow = {
         let (addr, q) = (
             app.addr,
@@ -1554,7 +1566,7 @@ async fn a_slow_change_of_a_does_not_touch_the_next_users_binding() {
         );
         tokio::spawn(async move { call(addr, false, "ChangeBindANumber", &q).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let v = call(
         app.addr,
         false,
@@ -1650,7 +1662,7 @@ async fn an_xb_binding_racing_a_release_leaves_user_axs_true() {
     )
     .await;
     assert_eq!(v["ResultCode"], 2000, "{v}");
-    carrier_switch(&app, "bind_xb", "slow:800").await;
+    carrier_switch(&app, "bind_xb", "slow:3000").await;
     let slow = {
         let (addr, q) = (
             app.addr,
@@ -1658,7 +1670,7 @@ async fn an_xb_binding_racing_a_release_leaves_user_axs_true() {
         );
         tokio::spawn(async move { call(addr, false, "GetCallNumber", &q).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let v = call(
         app.addr,
         false,
@@ -1679,7 +1691,7 @@ async fn an_xb_binding_racing_a_release_leaves_user_axs_true() {
 async fn duplicates_in_flight_get_the_first_answer_whatever_it_is() {
     let app = spawn_app().await;
     let (x, user) = fixture(&app).await;
-    carrier_switch(&app, "unbind", "slow:500").await;
+    carrier_switch(&app, "unbind", "slow:2000").await;
     let q = format!("userid={user}&private_number={x}");
     let tasks: Vec<_> = (0..4)
         .map(|_| {
@@ -1731,7 +1743,7 @@ async fn duplicates_in_flight_get_the_first_answer_whatever_it_is() {
 async fn an_expired_xb_binding_is_not_replayed() {
     let app = crate::helpers::spawn_app_with(|s| s.platform.xb_expiry_interval_ms = 600_000).await;
     let (_, user) = fixture(&app).await;
-    let q = format!("xbid=1&userid={user}&Mapclassid=1&Mapid=1&Mobile=13900000006&expiration=1");
+    let q = format!("xbid=1&userid={user}&Mapclassid=1&Mapid=1&Mobile=13900000006&expiration=3");
     assert_eq!(
         call(app.addr, false, "GetCallNumber", &q).await["ResultCode"],
         2000
@@ -1747,7 +1759,7 @@ async fn an_expired_xb_binding_is_not_replayed() {
         .await
         .unwrap();
     assert_eq!(n, 1, "a repeat within the expiry: replayed");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     assert_eq!(
         call(app.addr, false, "GetCallNumber", &q).await["ResultCode"],
         2000
