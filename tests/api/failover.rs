@@ -187,11 +187,15 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
     settings.redis.wait_for_replicas = 1;
     settings.redis.response_timeout_ms = 1000;
     settings.redis.connect_timeout_ms = 500;
-    // Enough retries to outlast the failover (~2-3 s here).
+    // Enough retries to outlast the failover (~2-3 s here) and the resync
+    // of the other replica to the new master, during which WAIT 1 fails
+    // and messages retry by design: under a loaded full-suite run that took
+    // longer than 30 attempts (~28 s) once, and one call record was
+    // dead-lettered (its dedupe mark missing from the compared state).
     for kind in QueueKind::ALL {
         let q = settings.queues.get_mut(kind);
         q.retry_delays_ms = vec![200, 500, 1000];
-        q.max_attempts = 30;
+        q.max_attempts = 200;
     }
     // WAIT below blocks for up to 5 s: redis-rs's default 500 ms response
     // timeout would end it first on a loaded machine.
