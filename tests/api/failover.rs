@@ -519,13 +519,23 @@ async fn until_state_of_one_in_order_run(app: &TestApp, n: usize, limit: Duratio
             .into_iter()
             .filter(|k| got.get(*k) != want.get(*k))
             .collect();
-        assert!(
-            Instant::now() < deadline,
-            "not the state of one in-order run within {limit:?}: {} of {} keys differ, e.g. {:?}",
-            differ.len(),
-            want.len(),
-            differ.first()
-        );
+        if Instant::now() >= deadline {
+            // Say where the difference comes from: a key's two values, and
+            // how many messages were dead-lettered meanwhile.
+            let key = differ.first().map(|k| k.to_string()).unwrap_or_default();
+            let mut dead = Vec::new();
+            for kind in QueueKind::ALL {
+                dead.push(format!("{kind}: {}", app.queue_len(&app.dlq(kind)).await));
+            }
+            panic!(
+                "not the state of one in-order run within {limit:?}: {} of {} keys differ, e.g. {key:?}: {:?} where one run has {:?}; dead letters {}",
+                differ.len(),
+                want.len(),
+                got.get(&key),
+                want.get(&key),
+                dead.join(", ")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         got = state(app).await;
     }
