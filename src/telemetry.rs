@@ -17,8 +17,8 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber; a second call (tests) is a no-op.
 pub fn init(settings: &LogSettings) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_filter(&settings.level)));
     // Colours only on a terminal: not in files or journald.
     let ansi = std::io::IsTerminal::is_terminal(&io::stderr());
     // No internal-error report: tracing-subscriber prints it with
@@ -36,6 +36,18 @@ pub fn init(settings: &LogSettings) {
             .with_current_span(true)
             .try_init(),
     };
+}
+
+/// `[log] level` as a filter: lapin's own lines off unless it names lapin
+/// (the worker reports every broker change itself, once; lapin repeats each
+/// failed connect three times at ERROR, "attempts exhausted" included, while
+/// the worker goes on retrying).
+fn default_filter(level: &str) -> String {
+    if level.contains("lapin") {
+        level.to_owned()
+    } else {
+        format!("{level},lapin=off")
+    }
 }
 
 /// Makes a [`MaskingStderr`] per log line.

@@ -281,3 +281,63 @@ async fn the_apis_stay_ready_while_the_broker_is_down() {
     let app = TestApp::connect(id, settings).await.start().await;
     assert_eq!(app.get("/readyz/api").await.unwrap().0, 404);
 }
+
+/// A wrong broker password: the worker says so once (the same failure again
+/// is at debug), with the reason and without the password; lapin's own
+/// three ERROR lines per attempt ("attempts exhausted, aborting recovery"
+/// while the worker retries forever) are not printed.
+#[tokio::test]
+async fn a_wrong_broker_password_is_said_once_with_its_reason() {
+    let id = unique_id();
+    let settings = test_settings(&id);
+    let _cleanup = TestApp::connect(id, settings.clone()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(BIN)
+        .args(["run", "--config", CONFIG])
+        .envs(env_for(&settings))
+        .env(
+            "AXN__AMQP__URL",
+            "amqp://guest:not-the-password@127.0.0.1:5672/%2f",
+        )
+        .env("AXN__AMQP__RECONNECT_MAX_DELAY_MS", "300")
+        .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(3)).await; // several attempts
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("stops on SIGTERM")
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot connect to the broker"))
+        .collect();
+    assert_eq!(said.len(), 1, "once:\n{log}");
+    assert!(
+        said[0].contains("ACCESS_REFUSED") || said[0].contains("ACCESS-REFUSED"),
+        "the reason: {}",
+        said[0]
+    );
+    assert!(
+        !log.contains("attempts exhausted") && !log.contains(" lapin::"),
+        "no lapin lines:\n{log}"
+    );
+    assert!(!log.contains("not-the-password"), "no password:\n{log}");
+}
