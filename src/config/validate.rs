@@ -11,6 +11,17 @@ impl Settings {
     /// without credentials beyond loopback (anything that reaches the port
     /// could change bindings). None when it may.
     pub fn exposure_error(&self) -> Option<String> {
+        (self.api_open_beyond_loopback() && !self.platform.allow_unauthenticated).then(|| {
+            format!(
+                "the binding API would answer without credentials on {} (beyond loopback: anything that reaches it could bind and release numbers): set [platform] password or bearer_token (AXN__PLATFORM__PASSWORD, AXN__PLATFORM__BEARER_TOKEN), listen on 127.0.0.1, set [platform] enabled = false or role = \"consumers\", or say it is meant with [platform] allow_unauthenticated = true",
+                self.http.listen
+            )
+        })
+    }
+
+    /// Whether the binding API is served without credentials on a
+    /// non-loopback listen (allowed only with `allow_unauthenticated`).
+    pub fn api_open_beyond_loopback(&self) -> bool {
         let p = &self.platform;
         let serves_api = p.enabled && p.role != super::platform::Role::Consumers;
         let open = p.password.expose().is_empty() && p.bearer_token.expose().is_empty();
@@ -19,12 +30,7 @@ impl Settings {
             .listen
             .parse::<std::net::SocketAddr>()
             .is_ok_and(|a| a.ip().is_loopback());
-        (serves_api && open && !loopback && !p.allow_unauthenticated).then(|| {
-            format!(
-                "the binding API would answer without credentials on {} (beyond loopback: anything that reaches it could bind and release numbers): set [platform] password or bearer_token (AXN__PLATFORM__PASSWORD, AXN__PLATFORM__BEARER_TOKEN), listen on 127.0.0.1, set [platform] enabled = false or role = \"consumers\", or say it is meant with [platform] allow_unauthenticated = true",
-                self.http.listen
-            )
-        })
+        serves_api && open && !loopback
     }
 
     /// Warnings about settings that are valid but likely not what was meant.

@@ -47,15 +47,11 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
     if let Some(e) = settings.exposure_error() {
         anyhow::bail!("invalid configuration: {e}");
     }
-    if settings.platform.allow_unauthenticated && settings.exposure_error().is_none() {
-        let mut strict = settings.clone();
-        strict.platform.allow_unauthenticated = false;
-        if strict.exposure_error().is_some() {
-            err!(
-                "warning: the binding API answers without credentials on {} ([platform] allow_unauthenticated = true)",
-                settings.http.listen
-            );
-        }
+    if settings.api_open_beyond_loopback() {
+        err!(
+            "warning: the binding API answers without credentials on {} ([platform] allow_unauthenticated = true)",
+            settings.http.listen
+        );
     }
     err!("configuration OK");
     Ok(())

@@ -452,13 +452,35 @@ pub struct WorkerProcess {
     pub port: u16,
 }
 
+/// A port the system says is free now, for a child process's listener.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `axn-worker run` under `settings`, listening on `port`, its stderr
+/// piped to the test, with `env` set on top (RUST_LOG unset unless `env`
+/// sets it); killed when dropped, not waited for.
+pub fn spawn_run(settings: &Settings, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(["run", "--config", CONFIG])
+        .envs(env_for(settings))
+        .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the axn-worker binary runs")
+}
+
 impl WorkerProcess {
     pub async fn start(settings: &Settings) -> WorkerProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = tokio::process::Command::new(BIN)
             .args(["run", "--config", CONFIG])
             .envs(env_for(settings))

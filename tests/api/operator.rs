@@ -3,17 +3,14 @@
 //! trailing slash names the empty vhost, the binding API exposed without
 //! credentials. Each runs the real `axn-worker` against the local services.
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use axn_worker::config::QueueKind;
 use redis::AsyncCommands;
 use tokio::io::AsyncReadExt;
 
 use crate::{
-    helpers::{BIN, CONFIG, DEADLINE, TestApp, env_for, test_settings, unique_id},
+    helpers::{BIN, CONFIG, DEADLINE, TestApp, free_port, spawn_run, test_settings, unique_id},
     xb_unbind::{SEED_UNBIND, binding},
 };
 
@@ -25,21 +22,8 @@ async fn a_closed_log_pipe_neither_stops_the_worker_nor_its_shutdown() {
     let id = unique_id();
     let settings = test_settings(&id);
     let app = TestApp::connect(id, settings.clone()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config", CONFIG])
-        .envs(env_for(&settings))
-        .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let port = free_port();
+    let mut child = spawn_run(&settings, port, &[("RUST_LOG", "info")]);
     // Read a little, as `head -2` does, then close the pipe.
     let mut stderr = child.stderr.take().unwrap();
     let mut first = [0u8; 64];
@@ -89,7 +73,17 @@ async fn a_closed_log_pipe_neither_stops_the_worker_nor_its_shutdown() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pid = child.id().unwrap().to_string();
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("SIGTERM still stops it")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "a clean stop, not a panic (101)");
+}
+
+/// SIGTERM to a running child.
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
     assert!(
         std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -97,11 +91,6 @@ async fn a_closed_log_pipe_neither_stops_the_worker_nor_its_shutdown() {
             .unwrap()
             .success()
     );
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("SIGTERM still stops it")
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "a clean stop, not a panic (101)");
 }
 
 fn cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
@@ -291,35 +280,19 @@ async fn a_wrong_broker_password_is_said_once_with_its_reason() {
     let id = unique_id();
     let settings = test_settings(&id);
     let _cleanup = TestApp::connect(id, settings.clone()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = tokio::process::Command::new(BIN)
-        .args(["run", "--config", CONFIG])
-        .envs(env_for(&settings))
-        .env(
-            "AXN__AMQP__URL",
-            "amqp://guest:not-the-password@127.0.0.1:5672/%2f",
-        )
-        .env("AXN__AMQP__RECONNECT_MAX_DELAY_MS", "300")
-        .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap().to_string();
-    tokio::time::sleep(Duration::from_secs(3)).await; // several attempts
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
+    let child = spawn_run(
+        &settings,
+        free_port(),
+        &[
+            (
+                "AXN__AMQP__URL",
+                "amqp://guest:not-the-password@127.0.0.1:5672/%2f",
+            ),
+            ("AXN__AMQP__RECONNECT_MAX_DELAY_MS", "300"),
+        ],
     );
+    tokio::time::sleep(Duration::from_secs(3)).await; // several attempts
+    sigterm(&child);
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
         .expect("stops on SIGTERM")
