@@ -97,11 +97,15 @@ async fn master_port(port: u16, master: &str) -> Option<u16> {
 }
 
 async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
     while !check().await {
         assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // In the test's captured output: where a failure came, and how long
+    // each step took on this machine.
+    println!("{what}: after {:?}", started.elapsed());
 }
 
 /// `[redis] url = { sentinels, master_name }` with `wait_for_replicas = 1`:
@@ -307,7 +311,7 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
     let mut answer = serde_json::Value::Null;
     until(
         "the binding API binds on the new master",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         async || {
             answer = crate::platform::call(
                 app.addr,

@@ -480,12 +480,18 @@ pub fn spawn_run(settings: &Settings, port: u16, env: &[(&str, &str)]) -> tokio:
 
 impl WorkerProcess {
     pub async fn start(settings: &Settings) -> WorkerProcess {
+        WorkerProcess::start_with(settings, &[]).await
+    }
+
+    /// As `start`, with `env` set on top of the settings' environment.
+    pub async fn start_with(settings: &Settings, env: &[(&str, &str)]) -> WorkerProcess {
         let port = free_port();
         let child = tokio::process::Command::new(BIN)
             .args(["run", "--config", CONFIG])
             .envs(env_for(settings))
             .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)

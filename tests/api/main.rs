@@ -12,6 +12,7 @@ mod call_record;
 mod cli;
 mod cluster;
 mod deploy;
+mod docs;
 mod failover;
 mod failures;
 mod faults;
