@@ -117,7 +117,8 @@ impl Params {
     }
 
     /// Adds the members of a JSON object in the order written, the first
-    /// value of a name winning (numbers and strings as text; null as an
+    /// value of a name winning (numbers and strings as text, a whole-number
+    /// float as its integer; null as an
     /// empty value, i.e. given but absent). An array or object as a value is
     /// refused: skipping it would drop a filter the caller meant
     /// (`{"userid": [1]}` on fault mode would select every number).
@@ -128,7 +129,14 @@ impl Params {
         for (k, v) in members {
             let text = match v {
                 Value::String(s) => s,
-                Value::Number(n) => n.to_string(),
+                // A whole-number float (3.0, 1e3) is that integer, as JSON
+                // Schema counts it (the OpenAPI document's `integer`).
+                Value::Number(n) => match n.as_f64() {
+                    Some(f) if !n.is_i64() && !n.is_u64() && f.is_finite() && f.fract() == 0.0 => {
+                        format!("{:.0}", f + 0.0)
+                    }
+                    _ => n.to_string(),
+                },
                 Value::Bool(b) => b.to_string(),
                 Value::Null => String::new(),
                 Value::Array(_) | Value::Object(_) => {
@@ -343,6 +351,25 @@ mod tests {
         ])
         .unwrap();
         assert!(dup.id("userid").is_err(), "the first value wins");
+        // Whole-number floats are their integers, as JSON Schema says.
+        let mut floats = Params::default();
+        floats
+            .add_json([
+                ("a".to_owned(), json!(3.0)),
+                ("b".to_owned(), json!(1e3)),
+                ("c".to_owned(), json!(-0.0)),
+                ("d".to_owned(), json!(1.5)),
+                ("e".to_owned(), json!(1e300)),
+            ])
+            .unwrap();
+        assert_eq!(floats.id("a"), Ok(3));
+        assert_eq!(floats.id("b"), Ok(1000));
+        assert_eq!(floats.int("c", 3), Ok(0));
+        assert!(floats.int("d", 3).is_err());
+        assert_eq!(
+            floats.id("e"),
+            Err(Answer::fail("参数[e]超出范围(1到2147483647)"))
+        );
         let mut null = Params::default();
         null.add_json([("userid".to_owned(), json!(null))]).unwrap();
         assert_eq!(

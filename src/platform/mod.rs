@@ -134,8 +134,8 @@ pub fn router(platform: Arc<Platform>, max_body_bytes: usize) -> Router {
 }
 
 /// `GET /openapi.json`: the API's OpenAPI 3.1 document.
-async fn openapi_json() -> Json<serde_json::Value> {
-    Json(openapi::document())
+async fn openapi_json(State(platform): State<Arc<Platform>>) -> Json<serde_json::Value> {
+    Json(openapi::document(&platform.settings))
 }
 
 async fn operation_a(
@@ -192,15 +192,27 @@ async fn handle(
     }
     if !authorized(&platform.settings, &headers) {
         let answer = Answer::fail("未授权: missing or wrong credentials");
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(
-                header::WWW_AUTHENTICATE,
+        // One challenge per scheme configured (RFC 9110 allows several).
+        let mut response = (StatusCode::UNAUTHORIZED, json_answer(&answer, b)).into_response();
+        let p = &platform.settings.platform;
+        for (configured, challenge) in [
+            (
+                !p.password.expose().is_empty(),
                 r#"Basic realm="axn-worker platform""#,
-            )],
-            json_answer(&answer, b),
-        )
-            .into_response();
+            ),
+            (
+                !p.bearer_token.expose().is_empty(),
+                r#"Bearer realm="axn-worker platform""#,
+            ),
+        ] {
+            if configured {
+                response.headers_mut().append(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static(challenge),
+                );
+            }
+        }
+        return response;
     }
     let started = Instant::now();
     let params = match params_of(query.as_deref(), &headers, &body) {

@@ -31,6 +31,14 @@ impl Platform {
     /// sets the number's state; with `userid` and `tuserid`, moves the user's
     /// numbers to the account `tuserid`.
     pub async fn update_number_state(&self, p: &Params) -> Step<Answer> {
+        // One of the two operations, never both: a transfer that also names
+        // a number would otherwise set the number's state and ignore the
+        // accounts (found by schemathesis).
+        if p.has("private_number") && (p.has("userid") || p.has("tuserid")) {
+            return Ok(Answer::fail(
+                "参数[private_number]与[userid]/[tuserid]不能同时给出",
+            ));
+        }
         if p.has("private_number") {
             let x = p.virtual_number("private_number")?;
             let state = match p.int("state", 3) {

@@ -11,6 +11,7 @@ mod blacklist;
 mod call_record;
 mod cli;
 mod cluster;
+mod contract_tools;
 mod deploy;
 mod docs;
 mod failover;

@@ -814,14 +814,33 @@ async fn the_openapi_document_matches_the_router() {
     let doc: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let mut paths: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let endpoints = [
+        "/healthz",
+        "/readyz",
+        "/readyz/api",
+        "/metrics",
+        "/openapi.json",
+    ];
     let mut want: Vec<String> = OPERATIONS_A
         .iter()
         .map(|o| format!("{BASE_A}/{o}"))
         .chain(OPERATIONS_B.iter().map(|o| format!("{BASE_B}/{o}")))
+        .chain(endpoints.iter().map(|e| e.to_string()))
         .collect();
     paths.sort();
     want.sort();
-    assert_eq!(paths, want, "one path per operation of the router");
+    assert_eq!(
+        paths, want,
+        "one path per operation of the router, and the endpoints (the mapping API is off)"
+    );
+    for e in endpoints {
+        let (status, _) = http_get(app.addr, e).await;
+        let documented = doc["paths"][e]["get"]["responses"]
+            .as_object()
+            .unwrap()
+            .contains_key(&status.to_string());
+        assert!(documented, "{e} answered {status}, not in the document");
+    }
     for op in OPERATIONS {
         let path = format!("{}/{}", if op.b { BASE_B } else { BASE_A }, op.name);
         let get = &doc["paths"][&path]["get"];
@@ -834,7 +853,11 @@ async fn the_openapi_document_matches_the_router() {
         let names: Vec<&str> = op.params.iter().map(|p| p.name).collect();
         assert_eq!(listed, names, "{}", op.name);
         let answer = call(app.addr, op.b, op.name, "").await;
-        match op.params.iter().find(|p| p.required) {
+        match op
+            .params
+            .iter()
+            .find(|p| p.need == axn_worker::platform::openapi::Need::Required)
+        {
             Some(first) => assert_eq!(
                 answer["ResultMsg"],
                 format!("缺少参数[{}]", first.name),
