@@ -30,6 +30,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod ops;
 pub mod outcome;
+pub mod patterns;
 pub mod phone;
 pub mod platform;
 pub mod startup;

@@ -24,7 +24,13 @@ pub enum PhoneError {
 /// Normalizes a phone number as the contract says, or tells why it is not a
 /// full number.
 pub fn normalize(raw: &str) -> Result<String, PhoneError> {
-    let s: String = raw.chars().filter(|c| *c != ' ' && *c != '-').collect();
+    // Whitespace around the number (what `str::trim` removes, the one rule
+    // every published schema states), then spaces and dashes anywhere.
+    let s: String = raw
+        .trim()
+        .chars()
+        .filter(|c| *c != ' ' && *c != '-')
+        .collect();
     if s.is_empty() {
         return Err(PhoneError::Empty);
     }

@@ -27,7 +27,7 @@ pub struct BlacklistChange {
 
 pub fn parse(value: &Value) -> Result<BlacklistChange, HandlerError> {
     let f = Fields(object(value)?);
-    let action = match f.get(&["action"]) {
+    let action = match f.get(&["action"])? {
         None | Some(Value::Null) => {
             return Err(HandlerError::permanent(
                 Reason::MissingField,
@@ -49,7 +49,7 @@ pub fn parse(value: &Value) -> Result<BlacklistChange, HandlerError> {
             ));
         }
     };
-    let list_type = match f.get(&["type"]) {
+    let list_type = match f.get(&["type"])? {
         None | Some(Value::Null) => {
             return Err(HandlerError::permanent(
                 Reason::MissingField,

@@ -12,20 +12,39 @@ use crate::phone;
 pub struct Fields<'a>(pub &'a Map<String, Value>);
 
 impl<'a> Fields<'a> {
-    /// The value of the first of `names` present: an exact match first, then a
-    /// case-insensitive one that ignores a trailing `:`.
-    pub fn get(&self, names: &[&str]) -> Option<&'a Value> {
-        names.iter().find_map(|n| self.0.get(*n)).or_else(|| {
-            self.0.iter().find_map(|(k, v)| {
-                let k = k.trim_end_matches(':');
-                names.iter().any(|n| k.eq_ignore_ascii_case(n)).then_some(v)
-            })
-        })
+    /// The value of the field spelled as one of `names`, in any case and
+    /// with any trailing `:`. A field given in two spellings (`userId` and
+    /// `userid`, `subId` and `sub_id`) with different values is refused:
+    /// which one the producer meant is not for the worker to guess (and no
+    /// JSON Schema can say "one spelling only", docs/asyncapi.yaml says it in
+    /// words).
+    pub fn get(&self, names: &[&str]) -> Result<Option<&'a Value>, HandlerError> {
+        let mut found: Option<&'a Value> = None;
+        for (k, v) in self.0 {
+            let k = k.trim_end_matches(':');
+            if !names.iter().any(|n| k.eq_ignore_ascii_case(n)) {
+                continue;
+            }
+            match found {
+                None => found = Some(v),
+                Some(first) if first != v => {
+                    return Err(HandlerError::permanent(
+                        Reason::InvalidField,
+                        format!(
+                            "field {} is given twice, in two spellings, with different values",
+                            names[0]
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(found)
     }
 
     /// A present, non-null field; `names[0]` is the name errors use.
     fn present(&self, names: &[&str]) -> Result<&'a Value, HandlerError> {
-        match self.get(names) {
+        match self.get(names)? {
             None | Some(Value::Null) => Err(HandlerError::permanent(
                 Reason::MissingField,
                 format!("required field {} is missing", names[0]),
@@ -37,9 +56,12 @@ impl<'a> Fields<'a> {
     /// An identifier: a non-empty string, or an integer (kept as its digits).
     pub fn id(&self, names: &[&str]) -> Result<String, HandlerError> {
         let v = self.present(names)?;
-        let s = match v {
-            Value::String(s) => s.trim().to_owned(),
-            Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+        let (s, written) = match v {
+            Value::String(s) => (s.trim().to_owned(), s.chars().count()),
+            Value::Number(n) => match integer(n) {
+                Some(i) => (i, 0),
+                None => return Err(wrong_kind(names[0], "a string or an integer")),
+            },
             _ => return Err(wrong_kind(names[0], "a string or an integer")),
         };
         if s.is_empty() {
@@ -48,7 +70,8 @@ impl<'a> Fields<'a> {
                 format!("required field {} is empty", names[0]),
             ));
         }
-        if s.len() > 128 || s.chars().any(char::is_control) {
+        // Characters as written (JSON Schema's maxLength counts them so).
+        if written > 128 || s.chars().any(char::is_control) {
             return Err(wrong_kind(names[0], "at most 128 printable characters"));
         }
         Ok(s)
@@ -62,7 +85,7 @@ impl<'a> Fields<'a> {
 
     /// Like [`Fields::uint`], but the field may be absent, null or "".
     pub fn opt_uint(&self, names: &[&str]) -> Result<Option<u64>, HandlerError> {
-        match self.get(names) {
+        match self.get(names)? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
             Some(v) => as_uint(v)
@@ -82,7 +105,7 @@ impl<'a> Fields<'a> {
 
     /// A string carried for logs only (may be masked); numbers are accepted.
     pub fn opt_text(&self, names: &[&str]) -> Result<Option<String>, HandlerError> {
-        match self.get(names) {
+        match self.get(names)? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
@@ -94,7 +117,9 @@ impl<'a> Fields<'a> {
     pub fn full_number(&self, names: &[&str]) -> Result<String, HandlerError> {
         let raw = match self.present(names)? {
             Value::String(s) => s.clone(),
-            Value::Number(n) if n.is_u64() => n.to_string(),
+            Value::Number(n) if as_uint(&Value::Number(n.clone())).is_some() => {
+                integer(n).unwrap_or_default()
+            }
             _ => {
                 return Err(wrong_kind(
                     names[0],
@@ -112,7 +137,7 @@ impl<'a> Fields<'a> {
 
     /// Like [`Fields::full_number`], but absent, null or "" is `None`.
     pub fn opt_full_number(&self, names: &[&str]) -> Result<Option<String>, HandlerError> {
-        match self.get(names) {
+        match self.get(names)? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
             Some(_) => self.full_number(names).map(Some),
@@ -120,10 +145,24 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A non-negative integer from a JSON number or a numeric string.
+/// A JSON number that is an integer, as its decimal digits: an i64 or u64,
+/// or a whole-number float in their range (`3.0`, `1e3`: JSON Schema counts
+/// those as integers, and so does the parser).
+fn integer(n: &serde_json::Number) -> Option<String> {
+    if n.is_i64() || n.is_u64() {
+        return Some(n.to_string());
+    }
+    let f = n.as_f64()?;
+    // i64::MIN ..= u64::MAX, exactly: 2^64 is the first float above.
+    let in_range = (-9_223_372_036_854_775_808.0..18_446_744_073_709_551_616.0).contains(&f);
+    (f.fract() == 0.0 && in_range).then(|| format!("{:.0}", f + 0.0))
+}
+
+/// A non-negative integer from a JSON number (a whole-number float too) or
+/// a numeric string.
 pub fn as_uint(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => n.as_u64(),
+        Value::Number(n) => integer(n)?.parse().ok(),
         Value::String(s) => {
             let s = s.trim();
             if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {

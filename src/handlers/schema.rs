@@ -13,15 +13,22 @@
 //!   anywhere, or a mainland mobile after `+86`;
 //! - a call record may come alone or in a batch (a JSON array).
 //!
-//! Two things no JSON Schema can say are limits of the body: its size
-//! (`max_body_bytes`) and that it is UTF-8 JSON at all; the AsyncAPI
-//! document states them in words. One thing the schema is stricter about: a
-//! field given twice in different spellings (`userId` and `userid`) must be
-//! valid in both, while the parser reads the exact spelling first.
+//! - whitespace is what `str::trim` removes, named character by character
+//!   (`\s` differs between regex dialects);
+//! - a whole-number float (`3.0`, `1e3`) is an integer, as JSON Schema says;
+//! - lengths count characters, as JSON Schema's `maxLength` does.
+//!
+//! What no JSON Schema can say, the AsyncAPI document states in words: the
+//! body's size (`max_body_bytes`); that it is JSON the parser reads at all
+//! (UTF-8, no lone surrogate escape such as `\ud800`, nesting at most 128
+//! deep: else `invalid_json`); and that a field given in two spellings
+//! (`userId` and `userid`) with different values is refused
+//! (`invalid_field`), while the schema checks each spelling on its own.
 
 use serde_json::{Map, Value, json};
 
 use crate::config::QueueKind;
+use crate::patterns::{WS_CHARS, range_regex, ws};
 
 /// The seed's example of each input message (the call record's: the form
 /// carriers send, and Aliyun's SecretReport form).
@@ -78,12 +85,12 @@ pub fn message(kind: QueueKind, max_batch_records: usize) -> Value {
         QueueKind::Blacklist => object(&[
             Field::required(
                 &["action"],
-                json!({"type": "string", "pattern": format!("^\\s*(?:{}|{})\\s*$", ci("add"), ci("delete"))}),
+                json!({"type": "string", "pattern": format!("^{ws}*(?:{}|{}){ws}*$", ci("add"), ci("delete"), ws = ws())}),
                 "\"add\" or \"delete\" (any case)",
             ),
             Field::required(
                 &["type"],
-                json!({"anyOf": [{"enum": [0, 1]}, {"type": "string", "pattern": "^\\s*0*[01]\\s*$"}]}),
+                json!({"anyOf": [{"enum": [0, 1]}, {"type": "string", "pattern": format!("^{ws}*0*[01]{ws}*$", ws = ws())}]}),
                 "0: outgoing (calls to B), 1: incoming (calls from B)",
             ),
             Field::required(&["userid"], positive(), "the agent's user id"),
@@ -95,7 +102,7 @@ pub fn message(kind: QueueKind, max_batch_records: usize) -> Value {
             Field::required(&["newPhone"], phone(), "the employee's new phone, in full"),
             Field::optional(
                 &["oldPhone"],
-                json!({"anyOf": [{"type": "null"}, {"type": "string", "pattern": "^\\s*$"}, phone()]}),
+                json!({"anyOf": [{"type": "null"}, blank(), phone()]}),
                 "the previous phone, in full; empty for a first phone",
             ),
             Field::optional(
@@ -230,41 +237,45 @@ fn regex_escape(c: char) -> String {
 
 /// No control character (Unicode Cc).
 const PRINTABLE: &str = "[^\\u0000-\\u001f\\u007f-\\u009f]";
-const PRINTABLE_NOT_SPACE: &str = "[^\\s\\u0000-\\u001f\\u007f-\\u009f]";
 
-/// An identifier: an integer, or a string of at most 128 printable
-/// characters that is not blank (surrounding whitespace is ignored).
+/// A string of whitespace only (`str::trim`'s), read as absent.
+fn blank() -> Value {
+    json!({"type": "string", "pattern": format!("^{}*$", ws())})
+}
+
+/// An identifier: an integer (i64 or u64, a whole-number float too), or a
+/// string of at most 128 characters, printable, not blank (surrounding
+/// whitespace is ignored).
 fn id() -> Value {
+    let ws = ws();
+    let solid = format!("[^{WS_CHARS}\\u0000-\\u001f\\u007f-\\u009f]");
     json!({"anyOf": [
-        {"type": "integer"},
+        {"type": "integer", "minimum": i64::MIN, "maximum": u64::MAX},
         {"type": "string", "maxLength": 128,
-         "pattern": format!("^\\s*{PRINTABLE_NOT_SPACE}(?:{PRINTABLE}*{PRINTABLE_NOT_SPACE})?\\s*$")}
+         "pattern": format!("^{ws}*{solid}(?:{PRINTABLE}*{solid})?{ws}*$")}
     ]})
 }
 
-/// The largest u64 has 20 digits and starts with 18: strings up to 19 digits,
-/// or 20 starting 10-17, always fit (a few larger 20-digit values the parser
-/// also takes are left out rather than letting too-large ones in).
-const UINT_DIGITS: &str = "0*(?:[0-9]{1,19}|1[0-7][0-9]{18})";
-
-/// A non-negative integer: a JSON integer, or a string of digits.
+/// A non-negative integer: a JSON integer (a whole-number float too), or a
+/// string of digits up to u64's largest, leading zeros and surrounding
+/// whitespace allowed.
 fn uint() -> Value {
     json!({"anyOf": [
         {"type": "integer", "minimum": 0, "maximum": u64::MAX},
-        {"type": "string", "pattern": format!("^\\s*{UINT_DIGITS}\\s*$")}
+        {"type": "string", "pattern": format!("^{ws}*0*{}{ws}*$", range_regex(0, u64::MAX), ws = ws())}
     ]})
 }
 
 /// A non-negative integer, or a blank string (read as absent).
 fn opt_uint() -> Value {
-    json!({"anyOf": [{"type": "string", "pattern": "^\\s*$"}, uint()]})
+    json!({"anyOf": [blank(), uint()]})
 }
 
 /// A positive integer: a JSON integer, or a string of digits, not 0.
 fn positive() -> Value {
     json!({"anyOf": [
         {"type": "integer", "minimum": 1, "maximum": u64::MAX},
-        {"type": "string", "pattern": "^\\s*0*(?:[1-9][0-9]{0,18}|1[0-7][0-9]{18})\\s*$"}
+        {"type": "string", "pattern": format!("^{ws}*0*{}{ws}*$", range_regex(1, u64::MAX), ws = ws())}
     ]})
 }
 
@@ -273,13 +284,15 @@ fn text() -> Value {
     json!({"type": ["string", "number"]})
 }
 
-/// A full phone number: 5-20 digits (spaces and dashes anywhere are
-/// ignored), or `+86` and a mainland mobile; never masked. As a JSON integer:
+/// A full phone number: 5-20 digits (whitespace around it, and spaces and
+/// dashes anywhere, are ignored), or `+86` and a mainland mobile; never
+/// masked. As a JSON integer:
 /// 5-20 digits.
 fn phone() -> Value {
     let sep = "[ -]*";
-    let digits = format!("^{sep}(?:[0-9]{sep}){{5,20}}$");
-    let plus86 = format!("^{sep}\\+{sep}8{sep}6{sep}1(?:{sep}[0-9]){{10}}{sep}$");
+    let ws = ws();
+    let digits = format!("^{ws}*{sep}(?:[0-9]{sep}){{5,20}}{ws}*$");
+    let plus86 = format!("^{ws}*{sep}\\+{sep}8{sep}6{sep}1(?:{sep}[0-9]){{10}}{sep}{ws}*$");
     json!({"anyOf": [
         {"type": "integer", "minimum": 10000, "maximum": u64::MAX},
         {"type": "string", "pattern": format!("{digits}|{plus86}")}
@@ -409,6 +422,166 @@ mod tests {
         for (kind, v, want) in cases {
             assert_eq!(parser_accepts(kind, &v), want, "parser, {kind}: {v}");
             assert_eq!(schema_accepts(kind, &v), want, "schema, {kind}: {v}");
+        }
+    }
+
+    /// The cases where schema and parser once differed (issue 23), each
+    /// with the decision taken: both now say the same.
+    #[test]
+    fn schema_and_parser_agree_where_they_once_differed() {
+        use QueueKind::*;
+        let x = "17111526089";
+        let phone = "13812345678";
+        let cases = [
+            // Whole-number floats are integers (JSON Schema's rule).
+            (
+                XbUnbind,
+                json!({"subId": "s", "telX": x, "platId": 3.0}),
+                true,
+            ),
+            (
+                PhoneHistory,
+                json!({"userId": 1e3, "newPhone": phone}),
+                true,
+            ),
+            (XbUnbind, json!({"subId": 42.0, "telX": x}), true),
+            (
+                XbUnbind,
+                json!({"subId": "s", "telX": x, "platId": 1.5}),
+                false,
+            ),
+            (
+                PhoneHistory,
+                json!({"userId": -3.0, "newPhone": phone}),
+                false,
+            ),
+            (
+                PhoneHistory,
+                json!({"userId": 1.8446744073709552e19, "newPhone": phone}),
+                false,
+            ),
+            (XbUnbind, json!({"subId": 1e300, "telX": x}), false),
+            (
+                Blacklist,
+                json!({"private_number": phone, "action": "add", "userid": 7, "type": 1.0}),
+                true,
+            ),
+            // Lengths count characters.
+            (
+                XbUnbind,
+                json!({"subId": "中".repeat(128), "telX": x}),
+                true,
+            ),
+            (
+                XbUnbind,
+                json!({"subId": "中".repeat(129), "telX": x}),
+                false,
+            ),
+            (
+                XbUnbind,
+                json!({"subId": format!(" {} ", "a".repeat(127)), "telX": x}),
+                false,
+            ),
+            // u64's whole range as digits, leading zeros allowed.
+            (
+                PhoneHistory,
+                json!({"userId": "18446744073709551615", "newPhone": phone}),
+                true,
+            ),
+            (
+                PhoneHistory,
+                json!({"userId": "00018446744073709551615", "newPhone": phone}),
+                true,
+            ),
+            (
+                PhoneHistory,
+                json!({"userId": "18446744073709551616", "newPhone": phone}),
+                false,
+            ),
+            (
+                XbUnbind,
+                json!({"subId": "s", "telX": x, "platId": "99999999999999999999"}),
+                false,
+            ),
+            // One whitespace rule: what str::trim removes.
+            (
+                XbUnbind,
+                json!({"subId": "\u{3000}s\u{85}", "telX": x}),
+                true,
+            ),
+            (XbUnbind, json!({"subId": "\u{200b}", "telX": x}), true),
+            (XbUnbind, json!({"subId": "\u{2028}", "telX": x}), false),
+            (
+                Blacklist,
+                json!({"private_number": phone, "action": "\u{a0}add\u{3000}", "userid": 7, "type": 0}),
+                true,
+            ),
+            (
+                Blacklist,
+                json!({"private_number": phone, "action": "\u{200b}add", "userid": 7, "type": 0}),
+                false,
+            ),
+            (
+                PhoneHistory,
+                json!({"userId": "\u{1680}7\t", "newPhone": phone, "oldPhone": "\u{3000}"}),
+                true,
+            ),
+            // Two spellings with one value: one field.
+            (
+                PhoneHistory,
+                json!({"userId": "7", "userid": "7", "newPhone": phone}),
+                true,
+            ),
+        ];
+        for (kind, v, want) in cases {
+            assert_eq!(parser_accepts(kind, &v), want, "parser, {kind}: {v}");
+            assert_eq!(schema_accepts(kind, &v), want, "schema, {kind}: {v}");
+        }
+    }
+
+    /// What no JSON Schema can say, the parser decides and the AsyncAPI
+    /// document states: a field in two spellings with different values,
+    /// a lone surrogate escape and nesting beyond 128 are refused.
+    #[test]
+    fn the_second_spelling_of_a_field_is_refused() {
+        use crate::handlers::Reason;
+        let limits = Limits {
+            max_body_bytes: 64 * 1024,
+            max_batch_records: 1000,
+        };
+        let reason = |kind, body: &str| {
+            parse(kind, body.as_bytes(), limits)
+                .err()
+                .and_then(|e| e.reason())
+        };
+        for (kind, body) in [
+            (
+                QueueKind::PhoneHistory,
+                r#"{"userId": "7", "userid": "8", "newPhone": "13812345678"}"#,
+            ),
+            (
+                QueueKind::XbUnbind,
+                r#"{"subId": "a", "sub_id": "b", "telX": "17111526089"}"#,
+            ),
+            (
+                QueueKind::Blacklist,
+                r#"{"private_number": "13812345678", "action": "add", "ACTION": "delete", "userid": 7, "type": 0}"#,
+            ),
+        ] {
+            assert_eq!(reason(kind, body), Some(Reason::InvalidField), "{body}");
+        }
+        let deep = format!(
+            r#"{{"subId": "s", "telX": "17111526089", "x": {}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let lone = r#"{"subId": "s", "telX": "17111526089", "x": "\ud800"}"#;
+        for body in [deep.as_str(), lone] {
+            assert_eq!(
+                reason(QueueKind::XbUnbind, body),
+                Some(Reason::InvalidJson),
+                "{body}"
+            );
         }
     }
 }

@@ -108,12 +108,15 @@ async fn answer(state: &AppState, body: &[u8]) -> Result<Vec<Pair>, Rejection> {
                 .collect())
         }
         Mode::UidToPhone => {
-            mapping::check_ids(&request.numbers)?;
-            let numbers = state
-                .store
-                .uid_to_phone(&request.numbers)
-                .await
-                .map_err(unavailable)?;
+            // Whitespace around an id is not part of it (the document's
+            // patterns say so); the answer's Key stays as sent.
+            let ids: Vec<String> = request
+                .numbers
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .collect();
+            mapping::check_ids(&ids)?;
+            let numbers = state.store.uid_to_phone(&ids).await.map_err(unavailable)?;
             request
                 .numbers
                 .into_iter()

@@ -217,7 +217,7 @@ pub fn document(settings: &Settings) -> Value {
                 "title": m,
                 "summary": summary(kind),
                 "description": format!(
-                    "UTF-8 JSON of at most {} bytes (`max_body_bytes`; larger: dead-lettered as `body_too_large`). Field names match in any case, and a trailing `:` is ignored. Integers may be JSON numbers or numeric strings, but not written as floats (`1000.0` is `invalid_field`). A message that does not match is dead-lettered to `{}` with its reason in `axn-reason`; check messages offline with `axn-worker validate {k}`.",
+                    "UTF-8 JSON of at most {} bytes (`max_body_bytes`; larger: dead-lettered as `body_too_large`). Field names match in any case, and a trailing `:` is ignored; a field given in two spellings (`userId` and `userid`) with different values is dead-lettered as `invalid_field`, which the schema cannot say. Integers may be JSON numbers (a whole-number float such as `1000.0` too, as JSON Schema counts integers) or numeric strings. Whitespace around a value is what the schema's patterns list character by character (Unicode White_Space). JSON the parser cannot read is `invalid_json`, which no schema can say either: a lone surrogate escape (`\\ud800`) or nesting deeper than 128 levels anywhere in the body. A message that does not match is dead-lettered to `{}` with its reason in `axn-reason`; check messages offline with `axn-worker validate {k}`.",
                     q.max_body_bytes,
                     q.dlq_name()
                 ),

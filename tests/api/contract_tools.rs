@@ -17,7 +17,7 @@ const PASSWORD: &str = "contract-pw";
 const TOKEN: &str = "contract-token";
 
 /// The bin directory holding `tool`, or None (and why) when it is missing.
-fn tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn tool(name: &str) -> Option<PathBuf> {
     let dir = std::env::var("AXN_PY_TOOLS").unwrap_or_else(|_| "/opt/axn-tools/venv/bin".into());
     let path = PathBuf::from(dir).join(name);
     if path.exists() {

@@ -149,7 +149,8 @@ fn cases() -> Vec<(QueueKind, Vec<u8>, &'static str)> {
         ),
         (
             Blacklist,
-            bl(ok_n.clone(), json!("add"), json!(1e3), json!(0)),
+            // 1e3 is the integer 1000 (as JSON Schema counts it); 1.5 is not.
+            bl(ok_n.clone(), json!("add"), json!(1.5), json!(0)),
             "invalid_field",
         ),
         (
@@ -279,21 +280,8 @@ fn every_malformed_message_fails_its_schema_and_validate_names_its_reason() {
     for (kind, body, reason) in cases() {
         // A body's size is the one limit a JSON Schema cannot state (the
         // AsyncAPI document says it in words; validate checks it).
-        // Nor can it tell 1000.0 from 1000, which the worker rejects
-        // (invalid_field): docs/asyncapi.yaml says both in words.
-        fn integral_float(v: &serde_json::Value) -> bool {
-            match v {
-                serde_json::Value::Number(n) => {
-                    !n.is_i64() && !n.is_u64() && n.as_f64().is_some_and(|f| f.fract() == 0.0)
-                }
-                serde_json::Value::Array(a) => a.iter().any(integral_float),
-                serde_json::Value::Object(m) => m.values().any(integral_float),
-                _ => false,
-            }
-        }
         if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body)
             && reason != "body_too_large"
-            && !integral_float(&value)
         {
             let schema = axn_worker::handlers::schema::message(kind, 1000);
             let validator = jsonschema::validator_for(&schema).unwrap();
