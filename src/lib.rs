@@ -36,3 +36,4 @@ pub mod platform;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -69,7 +69,7 @@ pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<Connecti
         let index = (start + i) % urls.len();
         let url = urls[index];
         let props = ConnectionProperties::default().with_connection_name(name.into());
-        let attempt = tokio::time::timeout(timeout, Connection::connect(url, props)).await;
+        let attempt = tokio::time::timeout(timeout, connect_one(url, props, settings)).await;
         let node = node_of(url);
         match attempt {
             Ok(Ok(conn)) => {
@@ -84,6 +84,28 @@ pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<Connecti
         }
     }
     anyhow::bail!("Failed to connect to the broker: {}", failures.join("; "))
+}
+
+/// One node: plain TCP for `amqp://`, TLS (rustls, `[amqp.tls]`'s files
+/// read again at each connect, so rotated files are picked up) for
+/// `amqps://`. Never plain TCP for a URL that asks for TLS.
+async fn connect_one(
+    url: &str,
+    props: ConnectionProperties,
+    settings: &Settings,
+) -> anyhow::Result<Connection> {
+    if !url.starts_with("amqps://") {
+        return Ok(Connection::connect(url, props).await?);
+    }
+    crate::tls::install_provider();
+    let loaded = crate::tls::load("broker", &settings.amqp.tls)?;
+    Ok(Connection::connect_with_config(
+        url,
+        props,
+        crate::tls::amqp_config(&loaded),
+        lapin::runtime::default_runtime()?,
+    )
+    .await?)
 }
 
 /// `host:port` of an AMQP URL, for logs and errors (no credentials).

@@ -68,6 +68,29 @@ pub struct AmqpSettings {
     /// How often the depth of every queue of the worker is read (passive
     /// declares) for `axn_queue_depth`.
     pub queue_depth_interval_ms: u64,
+    /// TLS files for `amqps://` (absent in older files: none).
+    #[serde(default)]
+    pub tls: TlsFiles,
+}
+
+/// The files of a TLS client: the CAs to trust beyond the system's roots,
+/// and a client certificate with its key for mutual TLS. TLS itself is
+/// on when the URL says so (`amqps://`, `rediss://`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsFiles {
+    /// PEM file of CA certificates to trust on top of the system's roots.
+    pub ca_file: String,
+    /// PEM file of the client certificate chain (mutual TLS).
+    pub cert_file: String,
+    /// PEM file of the client certificate's private key.
+    pub key_file: String,
+}
+
+impl TlsFiles {
+    pub fn is_empty(&self) -> bool {
+        self == &TlsFiles::default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -85,6 +108,10 @@ pub struct RedisSettings {
     pub wait_for_replicas: u32,
     /// How long to wait for them; longer is a transient failure.
     pub wait_timeout_ms: u64,
+    /// TLS files for `rediss://` (the single Redis, every cluster node, the
+    /// sentinels and the master they name); absent in older files: none.
+    #[serde(default)]
+    pub tls: TlsFiles,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -281,6 +308,10 @@ pub struct SentinelSettings {
     pub password: Secret,
     #[serde(default)]
     pub db: i64,
+    /// The master (and any replica promoted) is reached over TLS, with
+    /// `[redis.tls]`'s files, whatever the sentinels' own URLs say.
+    #[serde(default)]
+    pub master_tls: bool,
 }
 
 fn no_secret() -> Secret {
@@ -320,12 +351,13 @@ impl RedisUrl {
             RedisUrl::Single(u) => u.expose().to_owned(),
             RedisUrl::Cluster(_) => format!("{:?}", self.urls()),
             RedisUrl::Sentinel(s) => format!(
-                "{{sentinels={:?},master_name={:?},username={:?},password={:?},db={}}}",
+                "{{sentinels={:?},master_name={:?},username={:?},password={:?},db={},master_tls={}}}",
                 self.urls(),
                 s.master_name,
                 s.username,
                 s.password.expose(),
-                s.db
+                s.db,
+                s.master_tls
             ),
         }
     }
@@ -417,11 +449,11 @@ impl Settings {
                 e.to_string(),
             ));
         }
-        Self::from_figment(
+        Self::from_figment(secret_files(
             Figment::from(Toml::string(DEFAULT_CONFIG))
                 .merge(Toml::file(path))
-                .merge(Env::prefixed("AXN__").split("__")),
-        )
+                .merge(env()),
+        )?)
     }
 
     /// Like [`Settings::load`], but without the file when it does not exist:
@@ -431,9 +463,9 @@ impl Settings {
         if path.exists() {
             return Self::load(path);
         }
-        Self::from_figment(
-            Figment::from(Toml::string(DEFAULT_CONFIG)).merge(Env::prefixed("AXN__").split("__")),
-        )
+        Self::from_figment(secret_files(
+            Figment::from(Toml::string(DEFAULT_CONFIG)).merge(env()),
+        )?)
     }
 
     /// Defaults, then the TOML `text` (no environment): for checking a config
@@ -449,12 +481,73 @@ impl Settings {
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        // Keys set from a secret file arrive as (key, value) providers.
         let settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Parse(validate::describe(&e)))?;
         settings.validate()?;
         Ok(settings)
     }
+}
+
+/// The secrets that may come from a file: `AXN__<KEY>_FILE` names a file
+/// whose content (one trailing newline dropped) is the key's value, as
+/// Kubernetes Secret volumes and systemd's `LoadCredential=` provide them.
+pub const SECRET_KEYS: [&str; 7] = [
+    "amqp.url",
+    "redis.url",
+    "mapping.password",
+    "platform.password",
+    "platform.bearer_token",
+    "platform.aliyun.access_key_id",
+    "platform.aliyun.access_key_secret",
+];
+
+/// The key a `AXN__..._FILE` variable fills, when it names a secret.
+fn secret_file_key(var: &str) -> Option<&'static str> {
+    let key = var
+        .strip_prefix("AXN__")?
+        .strip_suffix("_FILE")?
+        .replace("__", ".")
+        .to_ascii_lowercase();
+    SECRET_KEYS.into_iter().find(|k| *k == key)
+}
+
+/// `AXN__` variables, but the secret-file ones (read by `secret_files`).
+fn env() -> Env {
+    Env::prefixed("AXN__")
+        .split("__")
+        .filter(|k| secret_file_key(&format!("AXN__{}", k.as_str().to_ascii_uppercase())).is_none())
+}
+
+/// `figment` with every `AXN__<KEY>_FILE` secret read in; an unreadable
+/// file, or a key given both ways, is an error naming the variable and the
+/// file (never the content).
+fn secret_files(mut figment: Figment) -> Result<Figment, ConfigError> {
+    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    vars.sort();
+    for (var, file) in vars {
+        let Some(key) = secret_file_key(&var) else {
+            continue;
+        };
+        let direct = format!("AXN__{}", key.replace('.', "__").to_ascii_uppercase());
+        if std::env::var_os(&direct).is_some() {
+            return Err(ConfigError::Invalid(format!(
+                "{var} and {direct} are both set: give the secret one way"
+            )));
+        }
+        let mut value = std::fs::read_to_string(&file).map_err(|e| {
+            ConfigError::Invalid(format!("{var}: the secret file {file} cannot be read: {e}"))
+        })?;
+        if value.ends_with('\n') {
+            value.pop();
+            if value.ends_with('\r') {
+                value.pop();
+            }
+        }
+        figment = figment.merge((key, value));
+    }
+    Ok(figment)
 }
 
 #[cfg(test)]

@@ -53,6 +53,17 @@ impl Settings {
         out
     }
 
+    /// Whether any Redis connection uses TLS (a rediss:// URL, or a
+    /// Sentinel master reached with `master_tls`).
+    pub fn redis_uses_tls(&self) -> bool {
+        self.redis
+            .url
+            .urls()
+            .iter()
+            .any(|u| u.starts_with("rediss://"))
+            || matches!(&self.redis.url, super::RedisUrl::Sentinel(s) if s.master_tls)
+    }
+
     /// Checks what the types cannot: ranges, and names that must differ.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
@@ -76,6 +87,44 @@ impl Settings {
             return bad(
                 "amqp.url must start with amqp:// or amqps:// (each of them, for a list)".into(),
             );
+        }
+        // TLS: the files are read and checked now (an error names the
+        // connection and the file), and files for a URL that is not TLS are
+        // a mistake, not a silent no-op.
+        let amqp_tls = self
+            .amqp
+            .url
+            .urls()
+            .iter()
+            .any(|u| u.starts_with("amqps://"));
+        if !amqp_tls && !self.amqp.tls.is_empty() {
+            return Err(ConfigError::Invalid(
+                crate::tls::TlsError::NotTlsUrl {
+                    connection: "broker",
+                    section: "amqp.tls",
+                    scheme: "amqps://",
+                }
+                .to_string(),
+            ));
+        }
+        let redis_tls = self.redis_uses_tls();
+        if !redis_tls && !self.redis.tls.is_empty() {
+            return Err(ConfigError::Invalid(
+                crate::tls::TlsError::NotTlsUrl {
+                    connection: "Redis",
+                    section: "redis.tls",
+                    scheme: "rediss:// (or master_tls)",
+                }
+                .to_string(),
+            ));
+        }
+        if amqp_tls {
+            crate::tls::load("broker", &self.amqp.tls)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if redis_tls {
+            crate::tls::load("Redis", &self.redis.tls)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         let urls = self.redis.url.urls();
         if urls.is_empty()

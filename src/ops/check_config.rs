@@ -53,8 +53,31 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
             settings.http.listen
         );
     }
+    for line in tls_lines(settings) {
+        err!("{line}");
+    }
     err!("configuration OK");
     Ok(())
+}
+
+/// What TLS each connection uses (files named, never a key's content).
+pub fn tls_lines(settings: &Settings) -> Vec<String> {
+    let amqp_tls = settings
+        .amqp
+        .url
+        .urls()
+        .iter()
+        .any(|u| u.starts_with("amqps://"));
+    vec![
+        format!(
+            "TLS to the broker: {}",
+            crate::tls::describe(amqp_tls, &settings.amqp.tls)
+        ),
+        format!(
+            "TLS to Redis: {}",
+            crate::tls::describe(settings.redis_uses_tls(), &settings.redis.tls)
+        ),
+    ]
 }
 
 #[cfg(test)]

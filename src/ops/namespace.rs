@@ -82,6 +82,15 @@ pub fn env(s: &Settings) -> Vec<(String, String)> {
         ),
     ];
     env.extend(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    for (section, tls) in [("AMQP", &s.amqp.tls), ("REDIS", &s.redis.tls)] {
+        for (key, value) in [
+            ("CA_FILE", &tls.ca_file),
+            ("CERT_FILE", &tls.cert_file),
+            ("KEY_FILE", &tls.key_file),
+        ] {
+            env.push((format!("AXN__{section}__TLS__{key}"), value.clone()));
+        }
+    }
     env
 }
 

@@ -63,6 +63,30 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// A Redis client for `info`: over TLS when `tls` (a `rediss://` URL, a
+/// master reached with `master_tls`), trusting `[redis.tls]`'s CA file on
+/// top of the system's roots and presenting its client certificate.
+pub(crate) fn client<C: redis::IntoConnectionInfo>(
+    info: C,
+    tls: bool,
+    files: &crate::config::TlsFiles,
+) -> redis::RedisResult<Client> {
+    if tls {
+        crate::tls::install_provider();
+        let loaded = crate::tls::load("Redis", files).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "TLS files",
+                e.to_string(),
+            ))
+        })?;
+        if let Some(certs) = crate::tls::redis_certificates(&loaded) {
+            return Client::build_with_tls(info, certs);
+        }
+    }
+    Client::open(info)
+}
+
 impl Store {
     /// Creates the store without connecting: the first command connects, and
     /// a Redis that is down at start-up only makes the worker not ready.
@@ -71,7 +95,8 @@ impl Store {
         let response = Duration::from_millis(settings.response_timeout_ms);
         let backend = match &settings.url {
             RedisUrl::Single(url) => {
-                let client = Client::open(url.expose())?;
+                let url = url.expose();
+                let client = client(url, url.starts_with("rediss://"), &settings.tls)?;
                 // Both timeouts deliberately from config (redis-rs's defaults
                 // are 500 ms and 1 s). Commands wait on a reconnection in
                 // progress, so its retries are few: during an outage a command
@@ -85,15 +110,34 @@ impl Store {
                     .set_max_delay(Duration::from_secs(1));
                 Backend::Single(ConnectionManager::new_lazy_with_config(client, config)?)
             }
-            RedisUrl::Sentinel(s) => Backend::Sentinel(Arc::new(
-                super::sentinel::SentinelBackend::new(s.clone(), connect, response),
-            )),
+            RedisUrl::Sentinel(s) => {
+                Backend::Sentinel(Arc::new(super::sentinel::SentinelBackend::new(
+                    s.clone(),
+                    settings.tls.clone(),
+                    connect,
+                    response,
+                )))
+            }
             RedisUrl::Cluster(_) => {
-                let client = ClusterClient::builder(settings.url.urls())
+                let urls = settings.url.urls();
+                let mut builder = ClusterClient::builder(urls.clone())
                     .connection_timeout(connect)
                     .response_timeout(response)
-                    .retries(3)
-                    .build()?;
+                    .retries(3);
+                if urls.iter().any(|u| u.starts_with("rediss://")) {
+                    crate::tls::install_provider();
+                    let loaded = crate::tls::load("Redis", &settings.tls).map_err(|e| {
+                        redis::RedisError::from((
+                            redis::ErrorKind::InvalidClientConfig,
+                            "TLS files",
+                            e.to_string(),
+                        ))
+                    })?;
+                    if let Some(certs) = crate::tls::redis_certificates(&loaded) {
+                        builder = builder.certs(certs);
+                    }
+                }
+                let client = builder.build()?;
                 Backend::Cluster {
                     client: Arc::new(client),
                     conn: Arc::new(OnceCell::new()),

@@ -15,7 +15,7 @@ use std::{
 };
 
 use redis::{
-    Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
+    ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
     aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
 };
 
@@ -26,6 +26,8 @@ pub const RECHECK: Duration = Duration::from_secs(1);
 
 pub struct SentinelBackend {
     settings: SentinelSettings,
+    /// `[redis.tls]`: for rediss:// sentinels and a `master_tls` master.
+    tls: crate::config::TlsFiles,
     connect: Duration,
     response: Duration,
     /// The master in use: its `host:port`, its connection, when it was last
@@ -38,9 +40,15 @@ pub struct SentinelBackend {
 }
 
 impl SentinelBackend {
-    pub fn new(settings: SentinelSettings, connect: Duration, response: Duration) -> Self {
+    pub fn new(
+        settings: SentinelSettings,
+        tls: crate::config::TlsFiles,
+        connect: Duration,
+        response: Duration,
+    ) -> Self {
         SentinelBackend {
             settings,
+            tls,
             connect,
             response,
             master: Mutex::new(None),
@@ -119,7 +127,7 @@ impl SentinelBackend {
                 let config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.connect))
                     .set_response_timeout(Some(self.response));
-                match Client::open(url) {
+                match super::conn::client(url, url.starts_with("rediss://"), &self.tls) {
                     Ok(client) => {
                         match client
                             .get_multiplexed_async_connection_with_config(&config)
@@ -174,14 +182,23 @@ impl SentinelBackend {
         if !self.settings.password.expose().is_empty() {
             redis = redis.set_password(self.settings.password.expose());
         }
-        let info = ConnectionAddr::Tcp(host.to_owned(), port)
-            .into_connection_info()?
-            .set_redis_settings(redis);
+        let addr = if self.settings.master_tls {
+            ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host.to_owned(), port)
+        };
+        let info = addr.into_connection_info()?.set_redis_settings(redis);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect))
             .set_response_timeout(Some(self.response))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(1));
-        ConnectionManager::new_lazy_with_config(Client::open(info)?, config)
+        let client = super::conn::client(info, self.settings.master_tls, &self.tls)?;
+        ConnectionManager::new_lazy_with_config(client, config)
     }
 }

@@ -160,17 +160,53 @@ fn kubernetes_manifests_agree_with_the_worker() {
     );
     let example = yaml_docs("deploy/k8s/secret.example.yaml");
     let secret = kind(&example, "Secret");
+    // The Secret is mounted as files, each named by an AXN__<KEY>_FILE
+    // variable of a key the worker reads from a file, and readable by the
+    // pod's group.
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"].is_mapping())
+        .expect("the Secret is a volume");
+    assert_eq!(volume["secret"]["secretName"], secret["metadata"]["name"]);
+    assert_eq!(volume["secret"]["defaultMode"].as_u64(), Some(0o440));
     assert_eq!(
-        c["envFrom"][0]["secretRef"]["name"],
-        secret["metadata"]["name"]
+        pod["securityContext"]["fsGroup"],
+        pod["securityContext"]["runAsGroup"]
     );
-    for key in [
-        "AXN__AMQP__URL",
-        "AXN__REDIS__URL",
-        "AXN__MAPPING__PASSWORD",
-        "AXN__PLATFORM__BEARER_TOKEN",
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the Secret volume is mounted");
+    let dir = mount["mountPath"].as_str().unwrap();
+    let env: Vec<(&str, &str)> = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .collect();
+    for (var, key) in [
+        ("AXN__AMQP__URL_FILE", "amqp-url"),
+        ("AXN__REDIS__URL_FILE", "redis-url"),
+        ("AXN__MAPPING__PASSWORD_FILE", "mapping-password"),
+        ("AXN__PLATFORM__BEARER_TOKEN_FILE", "platform-bearer-token"),
     ] {
+        assert!(
+            env.contains(&(var, &format!("{dir}/{key}"))),
+            "{var} names {dir}/{key}"
+        );
         assert!(secret["stringData"][key].is_string(), "Secret lacks {key}");
+        assert!(
+            volume["secret"]["items"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|i| i["key"] == key && i["path"] == key),
+            "{key} is mounted as {key}"
+        );
     }
 
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
@@ -522,10 +558,47 @@ async fn systemd_recipe_runs_as_an_unprivileged_user() {
     let settings = crate::helpers::test_settings(&id);
     let app = crate::helpers::TestApp::connect(id, settings.clone()).await;
     let port = crate::lifecycle::spare_port();
+    // LoadCredential= as systemd does it: the operator's file (root only)
+    // copied into the service's credentials directory, readable by it;
+    // Environment= with %d that directory.
+    let credentials = root.join("run/credentials/axn-worker.service");
+    std::fs::create_dir_all(&credentials).unwrap();
+    let mut env: Vec<(String, String)> = crate::helpers::env_for(&settings)
+        .into_iter()
+        .filter(|(k, _)| k != "AXN__AMQP__URL")
+        .collect();
+    for l in unit.lines() {
+        if let Some(spec) = l.strip_prefix("LoadCredential=") {
+            let (name, path) = spec.split_once(':').unwrap();
+            let source = remap(path);
+            assert!(
+                std::path::Path::new(&source).exists(),
+                "the recipe installs {path}"
+            );
+            // The operator writes the secret into the file the recipe made.
+            assert_eq!(name, "amqp-url", "a credential the test knows how to fill");
+            std::fs::write(&source, settings.amqp.url.to_env()).unwrap();
+            let copy = credentials.join(name);
+            std::fs::copy(&source, &copy).unwrap();
+            std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+                .unwrap();
+        }
+        if let Some(assignment) = l.strip_prefix("Environment=") {
+            let (k, v) = assignment.split_once('=').unwrap();
+            env.push((
+                k.to_owned(),
+                v.replace("%d", &credentials.to_string_lossy()),
+            ));
+        }
+    }
+    assert!(
+        env.iter().any(|(k, _)| k == "AXN__AMQP__URL_FILE"),
+        "the unit gives the broker URL as a credential"
+    );
     let mut child = tokio::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .args(&argv)
-        .envs(crate::helpers::env_for(&settings))
+        .envs(env)
         .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -627,8 +700,12 @@ fn kubectl_exec_commands_find_the_config() {
             && why.contains("AXN__PLATFORM__BEARER_TOKEN"),
         "{why}"
     );
-    // With the Secret's credentials, as the Deployment runs it.
-    let out = check(&[("AXN__PLATFORM__BEARER_TOKEN", "a-token")]);
+    // With the Secret's credentials as files, as the Deployment runs it.
+    let token = tempdir("token");
+    let token_file = token.join("platform-bearer-token");
+    std::fs::write(&token_file, "a-token\n").unwrap();
+    let token_file = token_file.to_string_lossy().into_owned();
+    let out = check(&[("AXN__PLATFORM__BEARER_TOKEN_FILE", token_file.as_str())]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("configuration OK"), "{stderr}");

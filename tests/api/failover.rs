@@ -187,6 +187,7 @@ async fn a_sentinel_failover_mid_stream_loses_nothing() {
         username: String::new(),
         password: Secret::new(""),
         db: 0,
+        master_tls: false,
     });
     settings.redis.wait_for_replicas = 1;
     settings.redis.response_timeout_ms = 1000;

@@ -34,4 +34,5 @@ mod proxy;
 mod publish_targets;
 mod rabbit_cluster;
 mod raw_amqp;
+mod tls;
 mod xb_unbind;

@@ -1,0 +1,467 @@
+//! TLS to the broker and to Redis against real TLS endpoints the tests
+//! start, with certificates made here (rcgen, into a temp dir): a
+//! redis-server of the test's own on its `--tls-port` requiring client
+//! certificates, and a TLS proxy (rustls, client certificates required) in
+//! front of the local RabbitMQ. The worker consumes and writes through both;
+//! a wrong CA, a missing client certificate and unreadable files are refused
+//! with errors that name the connection and the file, never a key.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axn_worker::config::{QueueKind, RedisUrl, Secret, TlsFiles};
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::helpers::{TestApp, test_settings, unique_id};
+use crate::lifecycle::{own_redis_with, spare_port};
+
+/// A CA, a server certificate for localhost and a client certificate it
+/// signed, and an unrelated CA; PEM files in a temp dir removed on drop.
+struct Pki {
+    dir: PathBuf,
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+    other_ca: String,
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert, Issuer::new(params, key))
+}
+
+fn leaf(
+    issuer: &Issuer<'static, KeyPair>,
+    names: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+) -> (String, String) {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.extended_key_usages.push(usage);
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn pki() -> Pki {
+    let dir = std::env::temp_dir().join(format!("axn-tls-{}", unique_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca_cert, issuer) = ca("axn test CA");
+    let (other_cert, _) = ca("another CA");
+    let (server_cert, server_key) = leaf(
+        &issuer,
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) = leaf(
+        &issuer,
+        &["axn-worker"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    Pki {
+        ca: write("ca.pem", &ca_cert.pem()),
+        server_cert: write("server.pem", &server_cert),
+        server_key: write("server.key", &server_key),
+        client_cert: write("client.pem", &client_cert),
+        client_key: write("client.key", &client_key),
+        other_ca: write("other-ca.pem", &other_cert.pem()),
+        dir,
+    }
+}
+
+impl Pki {
+    fn client_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.ca.clone(),
+            cert_file: self.client_cert.clone(),
+            key_file: self.client_key.clone(),
+        }
+    }
+}
+
+/// A TLS proxy to the local broker that requires a client certificate of
+/// the test's CA; counts the handshakes that passed and failed.
+struct TlsProxy {
+    port: u16,
+    passed: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn tls_proxy(pki: &Pki) -> TlsProxy {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let chain: Vec<CertificateDer> = CertificateDer::pem_file_iter(&pki.server_cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&pki.server_key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (passed, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (p, f) = (passed.clone(), failed.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, p, f) = (acceptor.clone(), p.clone(), f.clone());
+            tokio::spawn(async move {
+                match acceptor.accept(socket).await {
+                    Ok(mut tls) => {
+                        p.fetch_add(1, Ordering::SeqCst);
+                        if let Ok(mut up) = TcpStream::connect("127.0.0.1:5672").await {
+                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                        }
+                    }
+                    Err(_) => {
+                        f.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    TlsProxy {
+        port,
+        passed,
+        failed,
+        task,
+    }
+}
+
+/// redis-server of the test's own: a plain port (for the test's own reads)
+/// and a TLS port that requires client certificates of the test's CA.
+async fn tls_redis(pki: &Pki) -> (crate::lifecycle::OwnRedis, u16, u16) {
+    let (plain, tls) = (spare_port(), spare_port());
+    let tls_port = tls.to_string();
+    let redis = own_redis_with(
+        plain,
+        &[
+            "--appendonly",
+            "no",
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &pki.server_cert,
+            "--tls-key-file",
+            &pki.server_key,
+            "--tls-ca-cert-file",
+            &pki.ca,
+            "--tls-auth-clients",
+            "yes",
+        ],
+    )
+    .await;
+    (redis, plain, tls)
+}
+
+/// The whole worker over TLS: `amqps://` through the proxy (mutual TLS) and
+/// `rediss://` to the test's redis-server (mutual TLS): a phone change
+/// published to its queue lands in that Redis; the proxy saw only TLS
+/// handshakes with a client certificate, and none failed.
+#[tokio::test]
+async fn the_worker_consumes_and_writes_over_mutual_tls() {
+    let pki = pki();
+    let proxy = tls_proxy(&pki).await;
+    let (_redis, plain, tls) = tls_redis(&pki).await;
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    settings.amqp.url = axn_worker::config::AmqpUrl::one(format!(
+        "amqps://guest:guest@localhost:{}/%2f",
+        proxy.port
+    ));
+    settings.amqp.tls = pki.client_files();
+    settings.redis.url = RedisUrl::Single(Secret::new(format!("rediss://localhost:{tls}/0")));
+    settings.redis.tls = pki.client_files();
+    settings.validate().expect("the TLS settings are valid");
+    let lines = axn_worker::ops::check_config::tls_lines(&settings);
+    assert!(
+        lines[0].starts_with("TLS to the broker: on") && lines[0].contains(&pki.client_cert),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("TLS to Redis: on") && lines[1].contains(&pki.ca),
+        "{lines:?}"
+    );
+    let app = TestApp::connect(id, settings).await.start().await;
+    app.publish(
+        QueueKind::PhoneHistory,
+        br#"{"userId": "74705", "newPhone": "13812345678", "oldPhone": ""}"#,
+    )
+    .await;
+    let mut own = redis::Client::open(format!("redis://127.0.0.1:{plain}/0"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = app.key("PrivateNumber_user_phone");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let phone: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("74705")
+            .query_async(&mut own)
+            .await
+            .unwrap();
+        if phone.as_deref() == Some("13812345678") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the phone change reached the TLS Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        proxy.passed.load(Ordering::SeqCst) >= 1,
+        "the broker was reached through TLS"
+    );
+    assert_eq!(
+        proxy.failed.load(Ordering::SeqCst),
+        0,
+        "no handshake failed"
+    );
+}
+
+/// A wrong CA and a missing client certificate are refused by both
+/// connections (never a plain fallback); unreadable or non-PEM files are
+/// refused at check time with the connection and the file named, and a
+/// key's content is never shown.
+#[tokio::test]
+async fn wrong_ca_missing_client_certificate_and_bad_files_are_refused() {
+    let pki = pki();
+    let proxy = tls_proxy(&pki).await;
+    let (_redis, _plain, tls) = tls_redis(&pki).await;
+    let id = unique_id();
+    let mut base = test_settings(&id);
+    base.amqp.url = axn_worker::config::AmqpUrl::one(format!(
+        "amqps://guest:guest@localhost:{}/%2f",
+        proxy.port
+    ));
+    base.amqp.connect_timeout_secs = 5;
+    base.redis.url = RedisUrl::Single(Secret::new(format!("rediss://localhost:{tls}/0")));
+    let wrong_ca = TlsFiles {
+        ca_file: pki.other_ca.clone(),
+        ..pki.client_files()
+    };
+    let no_client_cert = TlsFiles {
+        ca_file: pki.ca.clone(),
+        ..TlsFiles::default()
+    };
+    for (what, files, fails_with) in [
+        ("a wrong CA", wrong_ca, "UnknownIssuer"),
+        ("no client certificate", no_client_cert, ""),
+    ] {
+        let mut s = base.clone();
+        s.amqp.tls = files.clone();
+        s.redis.tls = files;
+        let amqp = axn_worker::amqp::connect(&s, "tls-test").await;
+        let e = amqp
+            .err()
+            .unwrap_or_else(|| panic!("{what}: the broker connection was refused"))
+            .to_string();
+        assert!(e.contains(fails_with), "{what}, broker: {e}");
+        let store = axn_worker::store::Store::new(&s.redis).unwrap();
+        let e = store
+            .ping()
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{what}: Redis refused"))
+            .to_string();
+        assert!(e.contains(fails_with), "{what}, Redis: {e}");
+    }
+    assert!(
+        proxy.failed.load(Ordering::SeqCst) >= 2,
+        "the proxy refused both handshakes"
+    );
+    // amqps:// to a broker port that speaks plain AMQP: refused, never a
+    // plain connection that would send the password in clear (the build
+    // before this one connected and consumed in plain TCP).
+    let mut plain = base.clone();
+    plain.amqp.url = axn_worker::config::AmqpUrl::one("amqps://guest:guest@localhost:5672/%2f");
+    plain.amqp.tls = pki.client_files();
+    assert!(
+        axn_worker::amqp::connect(&plain, "tls-test").await.is_err(),
+        "amqps:// to a plain AMQP port must not connect"
+    );
+
+    // Files: named with their connection, the key's content never shown.
+    let secret_key = pki.dir.join("not-a-key.pem");
+    std::fs::write(&secret_key, "s3cret-key-material").unwrap();
+    let secret_key = secret_key.to_string_lossy().into_owned();
+    for (env, says) in [
+        (
+            vec![("AXN__AMQP__TLS__CA_FILE", "/nonexistent/ca.pem")],
+            "broker TLS: ca_file /nonexistent/ca.pem cannot be read",
+        ),
+        (
+            vec![
+                ("AXN__AMQP__TLS__CERT_FILE", pki.client_cert.as_str()),
+                ("AXN__AMQP__TLS__KEY_FILE", secret_key.as_str()),
+            ],
+            "holds no private key in PEM form",
+        ),
+        (
+            vec![("AXN__AMQP__TLS__CERT_FILE", pki.client_cert.as_str())],
+            "cert_file and key_file go together",
+        ),
+        (
+            vec![
+                ("AXN__REDIS__TLS__CA_FILE", pki.ca.as_str()),
+                ("AXN__REDIS__URL", "redis://127.0.0.1:6379/0"),
+            ],
+            "Redis TLS: [redis.tls] files are set but the URL is not rediss://",
+        ),
+    ] {
+        let mut cmd = std::process::Command::new(crate::helpers::BIN);
+        cmd.args(["--config", crate::helpers::CONFIG, "check-config"])
+            .env("AXN__AMQP__URL", "amqps://guest:guest@localhost:5671/%2f")
+            .env("AXN__AMQP__TLS__CA_FILE", &pki.ca);
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env:?}: {stderr}");
+        assert!(stderr.contains(says), "{env:?}: {stderr}");
+        assert!(!stderr.contains("s3cret-key-material"), "{stderr}");
+    }
+}
+
+/// Secrets from files (`AXN__<KEY>_FILE`, as a Kubernetes Secret volume or
+/// systemd's `LoadCredential=` gives them): the broker URL with its
+/// password, the mapping password and the binding API's bearer token, each
+/// read from a file by the real binary, and used: the worker gets ready and
+/// both APIs take the credentials from the files. A missing file is an error
+/// naming the variable and the file.
+#[tokio::test]
+async fn secrets_come_from_files() {
+    use crate::helpers::{BIN, CONFIG, env_for, free_port};
+    let pki = pki();
+    let id = unique_id();
+    let settings = test_settings(&id);
+    let app = TestApp::connect(id, settings).await;
+    let file = |name: &str, content: &str| {
+        let path = pki.dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let url_file = file("amqp-url", &format!("{}\n", crate::helpers::AMQP_URL));
+    let mapping_file = file("mapping-password", "from-a-file\n");
+    let token_file = file("bearer-token", "token-from-a-file");
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config", CONFIG])
+        .envs(
+            env_for(&app.settings)
+                .into_iter()
+                .filter(|(k, _)| k != "AXN__AMQP__URL"),
+        )
+        .env("AXN__AMQP__URL_FILE", &url_file)
+        .env("AXN__MAPPING__PASSWORD_FILE", &mapping_file)
+        .env("AXN__PLATFORM__BEARER_TOKEN_FILE", &token_file)
+        .env("AXN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while crate::helpers::try_get(addr, "/readyz")
+        .await
+        .map(|a| a.0)
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ready with the broker URL from a file"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = br#"{"Numbers": ["13988888888"], "Mode": "PhoneToUID"}"#;
+    let ok =
+        crate::helpers::post(addr, "/number-mapping", body, Some(("tccc", "from-a-file"))).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let wrong = crate::helpers::post(
+        addr,
+        "/number-mapping",
+        body,
+        Some(("tccc", "from-a-file\n")),
+    )
+    .await;
+    assert_eq!(
+        wrong.status, 401,
+        "the file's trailing newline is not part of the password"
+    );
+    let path = format!("{}/QueryUserAxs?userid=1", axn_worker::platform::BASE_A);
+    let none = crate::helpers::request(addr, "GET", &path, &[], b"").await;
+    assert_eq!(none.status, 401, "credentials are required");
+    let token = [("Authorization", "Bearer token-from-a-file".to_owned())];
+    let with_token = crate::helpers::request(addr, "GET", &path, &token, b"").await;
+    assert_eq!(with_token.status, 200, "{}", with_token.body);
+    let _ = child.kill().await;
+    // A missing file: the variable and the file named.
+    let out = std::process::Command::new(BIN)
+        .args(["--config", CONFIG, "check-config"])
+        .env(
+            "AXN__PLATFORM__PASSWORD_FILE",
+            "/nonexistent/platform-password",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("AXN__PLATFORM__PASSWORD_FILE: the secret file /nonexistent/platform-password cannot be read"),
+        "{stderr}"
+    );
+}
