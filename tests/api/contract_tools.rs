@@ -76,14 +76,28 @@ async fn schemathesis_finds_nothing() {
     };
     let (app, w) = worker().await;
     let url = format!("http://127.0.0.1:{}/openapi.json", w.port);
+    // schemathesis keeps a cache in its working directory: a directory of
+    // the test's own, never the repository.
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let work = Dir(std::env::temp_dir().join(format!("axn-schemathesis-{}", app.id)));
+    std::fs::create_dir_all(&work.0).unwrap();
+    let config = tools_dir().join("schemathesis.toml");
     let out = tokio::process::Command::new(&st)
-        .current_dir(tools_dir())
+        .current_dir(&work.0)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .env("PYTHONPATH", tools_dir())
         .env("AXN_REDIS_URL", crate::helpers::REDIS_URL)
         .env("AXN_KEY_PREFIX", &app.settings.redis.key_prefix)
         .env("NO_COLOR", "1")
-        .args(["--config-file", "schemathesis.toml", "run", &url])
+        .arg("--config-file")
+        .arg(&config)
+        .args(["run", &url])
         .args(["--checks", "all"])
         .args([
             "--exclude-checks",
