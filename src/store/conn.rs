@@ -71,20 +71,26 @@ pub(crate) fn client<C: redis::IntoConnectionInfo>(
     tls: bool,
     files: &crate::config::TlsFiles,
 ) -> redis::RedisResult<Client> {
-    if tls {
-        crate::tls::install_provider();
-        let loaded = crate::tls::load("Redis", files).map_err(|e| {
-            redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "TLS files",
-                e.to_string(),
-            ))
-        })?;
-        if let Some(certs) = crate::tls::redis_certificates(&loaded) {
-            return Client::build_with_tls(info, certs);
-        }
+    if tls && let Some(certs) = certificates(files)? {
+        return Client::build_with_tls(info, certs);
     }
     Client::open(info)
+}
+
+/// `[redis.tls]`'s files as redis-rs's certificates (None: none set), the
+/// crypto provider installed.
+fn certificates(
+    files: &crate::config::TlsFiles,
+) -> redis::RedisResult<Option<redis::TlsCertificates>> {
+    crate::tls::install_provider();
+    let loaded = crate::tls::load("Redis", files).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "TLS files",
+            e.to_string(),
+        ))
+    })?;
+    Ok(crate::tls::redis_certificates(&loaded))
 }
 
 impl Store {
@@ -124,18 +130,10 @@ impl Store {
                     .connection_timeout(connect)
                     .response_timeout(response)
                     .retries(3);
-                if urls.iter().any(|u| u.starts_with("rediss://")) {
-                    crate::tls::install_provider();
-                    let loaded = crate::tls::load("Redis", &settings.tls).map_err(|e| {
-                        redis::RedisError::from((
-                            redis::ErrorKind::InvalidClientConfig,
-                            "TLS files",
-                            e.to_string(),
-                        ))
-                    })?;
-                    if let Some(certs) = crate::tls::redis_certificates(&loaded) {
-                        builder = builder.certs(certs);
-                    }
+                if urls.iter().any(|u| u.starts_with("rediss://"))
+                    && let Some(certs) = certificates(&settings.tls)?
+                {
+                    builder = builder.certs(certs);
                 }
                 let client = builder.build()?;
                 Backend::Cluster {

@@ -497,14 +497,7 @@ async fn the_bad_deploy_walkthrough_runs_as_printed() {
             .is_some_and(|(c, _)| c.starts_with("axn-worker health"))
         {
             // "The fix": SIGTERM, and the worker started without the variable.
-            let pid = worker.id().expect("running").to_string();
-            assert!(
-                std::process::Command::new("kill")
-                    .args(["-TERM", &pid])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            crate::helpers::sigterm(&worker);
             let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
                 .await
                 .expect("stops on SIGTERM")

@@ -677,3 +677,15 @@ impl Drop for TestApp {
         let _ = cleaner.join();
     }
 }
+
+/// SIGTERM to a running child.
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}

@@ -10,7 +10,9 @@ use redis::AsyncCommands;
 use tokio::io::AsyncReadExt;
 
 use crate::{
-    helpers::{BIN, CONFIG, DEADLINE, TestApp, free_port, spawn_run, test_settings, unique_id},
+    helpers::{
+        BIN, CONFIG, DEADLINE, TestApp, free_port, sigterm, spawn_run, test_settings, unique_id,
+    },
     xb_unbind::{SEED_UNBIND, binding},
 };
 
@@ -79,18 +81,6 @@ async fn a_closed_log_pipe_neither_stops_the_worker_nor_its_shutdown() {
         .expect("SIGTERM still stops it")
         .unwrap();
     assert_eq!(status.code(), Some(0), "a clean stop, not a panic (101)");
-}
-
-/// SIGTERM to a running child.
-fn sigterm(child: &tokio::process::Child) {
-    let pid = child.id().expect("running").to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 fn cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
