@@ -123,6 +123,35 @@ pub struct HttpSettings {
     pub header_read_timeout_secs: u64,
     /// Seconds a request may take from its headers to the answer.
     pub request_timeout_secs: u64,
+    /// HTTPS (absent in older files: plain HTTP).
+    #[serde(default)]
+    pub tls: HttpTls,
+}
+
+/// `[http.tls]`: the listener's certificate chain and key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpTls {
+    pub cert_file: String,
+    pub key_file: String,
+    /// How often the files are checked for a new certificate.
+    pub reload_check_secs: u64,
+}
+
+impl Default for HttpTls {
+    fn default() -> Self {
+        HttpTls {
+            cert_file: String::new(),
+            key_file: String::new(),
+            reload_check_secs: 10,
+        }
+    }
+}
+
+impl HttpTls {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty() || !self.key_file.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

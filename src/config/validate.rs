@@ -50,6 +50,17 @@ impl Settings {
                 }
             }
         }
+        let loopback = self
+            .http
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        if !self.mapping.password.expose().is_empty() && !loopback && !self.http.tls.enabled() {
+            out.push(format!(
+                "the number-mapping API is on over plain HTTP on {}: its Basic password crosses the network in clear; set [http.tls] cert_file and key_file, or put a TLS proxy in front",
+                self.http.listen
+            ));
+        }
         out
     }
 
@@ -124,6 +135,10 @@ impl Settings {
         }
         if redis_tls {
             crate::tls::load("Redis", &self.redis.tls)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if self.http.tls.enabled() {
+            crate::http::tls::Reloading::new(&self.http.tls)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         let urls = self.redis.url.urls();

@@ -6,6 +6,7 @@
 //! `POST /number-mapping` (see [`mapping`]).
 
 pub mod mapping;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -85,6 +86,16 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let header_timeout = Duration::from_secs(state.settings.http.header_read_timeout_secs);
+    // HTTPS when [http.tls] names a certificate: reloaded when its files
+    // change, for the connections opened after.
+    let acceptor = if state.settings.http.tls.enabled() {
+        let reloading =
+            tls::Reloading::new(&state.settings.http.tls).map_err(std::io::Error::other)?;
+        tokio::spawn(Arc::clone(&reloading).watch(shutdown.clone()));
+        Some(reloading.acceptor())
+    } else {
+        None
+    };
     let app = router(state);
     let mut connections = JoinSet::new();
     loop {
@@ -100,25 +111,48 @@ pub async fn serve(
                 }
             },
         };
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let stop = shutdown.clone();
-        connections.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+        let (app, stop) = (app.clone(), shutdown.clone());
+        match &acceptor {
+            None => {
+                connections.spawn(serve_connection(stream, app, header_timeout, stop));
             }
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                connections.spawn(async move {
+                    // The handshake is bounded like a request's head: a
+                    // client that stalls in it holds no socket for long.
+                    if let Ok(Ok(tls)) =
+                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                    {
+                        serve_connection(tls, app, header_timeout, stop).await;
+                    }
+                });
+            }
+        }
         while connections.try_join_next().is_some() {}
     }
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// One connection (plain or TLS) until it ends, or until `stop`, when the
+/// request in progress finishes first.
+async fn serve_connection<I>(io: I, app: Router, header_timeout: Duration, stop: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 async fn healthz() -> &'static str {

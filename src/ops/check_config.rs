@@ -77,6 +77,17 @@ pub fn tls_lines(settings: &Settings) -> Vec<String> {
             "TLS to Redis: {}",
             crate::tls::describe(settings.redis_uses_tls(), &settings.redis.tls)
         ),
+        if settings.http.tls.enabled() {
+            format!(
+                "HTTPS on {}: certificate {} (key {}), checked for changes every {} s",
+                settings.http.listen,
+                settings.http.tls.cert_file,
+                settings.http.tls.key_file,
+                settings.http.tls.reload_check_secs
+            )
+        } else {
+            format!("HTTPS on {}: off (plain HTTP)", settings.http.listen)
+        },
     ]
 }
 

@@ -374,6 +374,44 @@ async fn wrong_ca_missing_client_certificate_and_bad_files_are_refused() {
     }
 }
 
+/// The mapping API beyond loopback over plain HTTP: its Basic password
+/// would cross the network in clear. check-config warns (and the worker at
+/// start, through the same list); with [http.tls] set, it does not.
+#[test]
+fn the_mapping_api_in_clear_beyond_loopback_is_warned_about() {
+    let pki = pki();
+    let check = |extra: &[(&str, &str)]| {
+        let out = std::process::Command::new(crate::helpers::BIN)
+            .args(["--config", crate::helpers::CONFIG, "check-config"])
+            .env("AXN__HTTP__LISTEN", "0.0.0.0:8443")
+            .env("AXN__MAPPING__PASSWORD", "pw")
+            .env("AXN__PLATFORM__BEARER_TOKEN", "t")
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let clear = check(&[]);
+    assert!(
+        clear.contains("the number-mapping API is on over plain HTTP on 0.0.0.0:8443"),
+        "{clear}"
+    );
+    let https = check(&[
+        ("AXN__HTTP__TLS__CERT_FILE", pki.server_cert.as_str()),
+        ("AXN__HTTP__TLS__KEY_FILE", pki.server_key.as_str()),
+    ]);
+    assert!(!https.contains("plain HTTP on 0.0.0.0"), "{https}");
+    assert!(
+        https.contains("HTTPS on 0.0.0.0:8443: certificate"),
+        "{https}"
+    );
+}
+
 /// Secrets from files (`AXN__<KEY>_FILE`, as a Kubernetes Secret volume or
 /// systemd's `LoadCredential=` gives them): the broker URL with its
 /// password, the mapping password and the binding API's bearer token, each
@@ -464,4 +502,106 @@ async fn secrets_come_from_files() {
         stderr.contains("AXN__PLATFORM__PASSWORD_FILE: the secret file /nonexistent/platform-password cannot be read"),
         "{stderr}"
     );
+}
+
+/// HTTPS on the listener: a client that trusts the test's CA gets every
+/// endpoint (the mapping API with its password among them), plain HTTP gets
+/// nothing; when the files change to a certificate of another CA, new
+/// connections get it within the check interval, without a restart; a
+/// changed file that is not a certificate keeps the one in use.
+#[tokio::test]
+async fn https_with_a_certificate_reloaded_when_its_files_change() {
+    axn_worker::tls::install_provider();
+    let (first, second) = (pki(), pki());
+    let cert_file = first.dir.join("https.pem");
+    let key_file = first.dir.join("https.key");
+    let install = |from: &Pki| {
+        // The key first, then the chain: the reload takes the pair once the
+        // newer of the two changed (a half-written pair fails and is kept
+        // for the next check).
+        std::fs::copy(&from.server_key, &key_file).unwrap();
+        std::fs::copy(&from.server_cert, &cert_file).unwrap();
+    };
+    install(&first);
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    settings.http.tls = axn_worker::config::HttpTls {
+        cert_file: cert_file.to_string_lossy().into_owned(),
+        key_file: key_file.to_string_lossy().into_owned(),
+        reload_check_secs: 1,
+    };
+    settings.mapping.password = Secret::new("pw");
+    let lines = axn_worker::ops::check_config::tls_lines(&settings);
+    assert!(
+        lines[2].contains("HTTPS on") && lines[2].contains("https.pem"),
+        "{lines:?}"
+    );
+    let mut app = TestApp::connect(id, settings).await;
+    app.launch().await;
+    let port = app.addr.port();
+    let trusting = |pki: &Pki| {
+        let ca = std::fs::read(&pki.ca).unwrap();
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let (old_ca, new_ca) = (trusting(&first), trusting(&second));
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+    let ok = |c: &reqwest::Client, path: &str| {
+        let r = c.get(url(path)).send();
+        async move { r.await.map(|r| r.status().as_u16()).ok() == Some(200) }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ok(&old_ca, "/readyz").await {
+        assert!(std::time::Instant::now() < deadline, "ready over HTTPS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mapped = old_ca
+        .post(url("/number-mapping"))
+        .basic_auth("tccc", Some("pw"))
+        .body(r#"{"Numbers": ["13988888888"], "Mode": "PhoneToUID"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mapped.status(), 200);
+    assert!(
+        !ok(&new_ca, "/healthz").await,
+        "a client of another CA is refused"
+    );
+    let plain = crate::helpers::try_get(app.addr, "/healthz").await;
+    assert!(
+        plain.map(|a| a.0).unwrap_or(0) != 200,
+        "plain HTTP gets nothing"
+    );
+
+    // Rotation: the second CA's certificate, for new connections.
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a new mtime
+    install(&second);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !ok(&new_ca, "/healthz").await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate is served without a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A new client (no TLS session to resume) of the old CA: refused.
+    // (A client resuming a session from before the rotation skips the
+    // certificate, as TLS resumption does everywhere.)
+    assert!(
+        !ok(&trusting(&first), "/healthz").await,
+        "the old certificate is gone for new connections"
+    );
+    // A bad file: the certificate in use stays.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(&cert_file, "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        ok(&new_ca, "/healthz").await,
+        "a bad file keeps the certificate in use"
+    );
+    app.stop().await.unwrap();
 }
