@@ -82,6 +82,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabel {
+    certificate: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -167,6 +172,7 @@ pub struct Metrics {
     platform_xb_expired: Counter,
     queue_depth: Family<DepthLabels, Gauge>,
     dead_letter_age: Family<DepthLabels, Gauge<f64, AtomicU64>>,
+    certificate_expiry: Family<CertificateLabel, Gauge>,
     health: Arc<Health>,
 }
 
@@ -194,6 +200,7 @@ impl Metrics {
             platform_xb_expired: Counter::default(),
             queue_depth: Family::default(),
             dead_letter_age: Family::default(),
+            certificate_expiry: Family::default(),
             health,
             registry: Registry::default(),
         };
@@ -297,6 +304,11 @@ impl Metrics {
             "axn_dead_letter_oldest_age_seconds",
             "Age of the oldest message in each .dlq and .unattributed (0 when empty)",
             m.dead_letter_age.clone(),
+        );
+        r.register(
+            "axn_tls_certificate_expiry_timestamp_seconds",
+            "When a certificate the process presents stops being valid (Unix time): the HTTPS listener's, the client certificates for the broker and Redis",
+            m.certificate_expiry.clone(),
         );
         let build = Family::<VersionLabel, Gauge>::default();
         build
@@ -408,6 +420,14 @@ impl Metrics {
                 role: role.to_owned(),
             })
             .set(seconds);
+    }
+
+    /// The end of validity (Unix seconds) of the certificate `which`
+    /// ("http", "amqp_client", "redis_client") presents.
+    pub fn set_certificate_expiry(&self, which: &'static str, not_after: i64) {
+        self.certificate_expiry
+            .get_or_create(&CertificateLabel { certificate: which })
+            .set(not_after);
     }
 
     /// An expired XB binding's MQ108 unbind published.

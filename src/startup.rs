@@ -42,11 +42,25 @@ impl Application {
         settings.validate()?;
         let store = Store::new(&settings.redis).context("Failed to set up the Redis client")?;
         let health = Arc::new(Health::default());
+        let metrics = Arc::new(Metrics::new(Arc::clone(&health)));
+        // The client certificates presented to the broker and Redis: until
+        // when they are valid, in the log and as a metric.
+        for (which, files) in [
+            ("amqp_client", &settings.amqp.tls),
+            ("redis_client", &settings.redis.tls),
+        ] {
+            if let Ok(pem) = std::fs::read(&files.cert_file)
+                && let Some(end) = crate::tls::not_after(&pem)
+            {
+                crate::tls::report_expiry(which, &files.cert_file, end);
+                metrics.set_certificate_expiry(which, end);
+            }
+        }
         Ok(Application {
             settings: Arc::new(settings),
             listener,
             store,
-            metrics: Arc::new(Metrics::new(Arc::clone(&health))),
+            metrics,
             health,
             instance: None,
         })

@@ -170,3 +170,38 @@ pub fn describe(tls_url: bool, files: &TlsFiles) -> String {
     }
     parts.join(", ")
 }
+
+/// The end of validity (Unix seconds) of the first certificate of a PEM
+/// chain, the one presented.
+pub fn not_after(pem: &[u8]) -> Option<i64> {
+    let first = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Says, once per load, until when a presented certificate is valid: a
+/// warning from 14 days before its end (cert-manager renews at 30 by
+/// default; the alert on the metric fires at 7), an error once it passed.
+pub fn report_expiry(what: &str, file: &str, not_after: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let left = not_after.saturating_sub(now);
+    let days = left / 86_400;
+    let until = u64::try_from(not_after)
+        .ok()
+        .map(|s| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+            )
+            .to_string()
+        })
+        .unwrap_or_else(|| not_after.to_string());
+    if left <= 0 {
+        tracing::error!(certificate = what, file, until = %until, "TLS certificate expired");
+    } else if days < 14 {
+        tracing::warn!(certificate = what, file, until = %until, days_left = days, "TLS certificate expires soon");
+    } else {
+        tracing::info!(certificate = what, file, until = %until, days_left = days, "TLS certificate valid");
+    }
+}

@@ -91,6 +91,7 @@ pub async fn serve(
     let acceptor = if state.settings.http.tls.enabled() {
         let reloading =
             tls::Reloading::new(&state.settings.http.tls).map_err(std::io::Error::other)?;
+        reloading.attach(Arc::clone(&state.metrics));
         tokio::spawn(Arc::clone(&reloading).watch(shutdown.clone()));
         Some(reloading.acceptor())
     } else {

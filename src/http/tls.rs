@@ -17,10 +17,19 @@ use tokio_util::sync::CancellationToken;
 use crate::config::HttpTls;
 
 /// The listener's certificate, swapped in place when its files change.
-#[derive(Debug)]
 pub struct Reloading {
     files: HttpTls,
     current: RwLock<(Arc<CertifiedKey>, Option<SystemTime>)>,
+    /// Where the certificate's end of validity goes, once serving.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+}
+
+impl std::fmt::Debug for Reloading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloading")
+            .field("cert_file", &self.files.cert_file)
+            .finish()
+    }
 }
 
 impl ResolvesServerCert for Reloading {
@@ -74,7 +83,27 @@ impl Reloading {
         Ok(Arc::new(Reloading {
             current: RwLock::new((Arc::new(load(files)?), stamp)),
             files: files.clone(),
+            metrics: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Reports the certificate's end of validity now and after each reload.
+    pub fn attach(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+        self.report();
+    }
+
+    fn report(&self) {
+        let Some(end) = std::fs::read(&self.files.cert_file)
+            .ok()
+            .and_then(|pem| crate::tls::not_after(&pem))
+        else {
+            return;
+        };
+        crate::tls::report_expiry("http", &self.files.cert_file, end);
+        if let Some(m) = self.metrics.get() {
+            m.set_certificate_expiry("http", end);
+        }
     }
 
     /// Loads the files again if they changed: true when a new certificate
@@ -92,6 +121,7 @@ impl Reloading {
                     *c = (Arc::new(certified), stamp);
                 }
                 tracing::info!(cert_file = %self.files.cert_file, "HTTPS: certificate reloaded");
+                self.report();
                 true
             }
             Err(e) => {

@@ -51,10 +51,12 @@ fn leaf(
     issuer: &Issuer<'static, KeyPair>,
     names: &[&str],
     usage: ExtendedKeyUsagePurpose,
+    until_year: i32,
 ) -> (String, String) {
     let mut params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
     params.extended_key_usages.push(usage);
+    params.not_after = rcgen::date_time_ymd(until_year, 1, 1);
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, issuer).unwrap();
@@ -62,6 +64,11 @@ fn leaf(
 }
 
 fn pki() -> Pki {
+    pki_until(2040)
+}
+
+/// As `pki`, the server certificate valid until 1 January `year`.
+fn pki_until(year: i32) -> Pki {
     let dir = std::env::temp_dir().join(format!("axn-tls-{}", unique_id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (ca_cert, issuer) = ca("axn test CA");
@@ -70,11 +77,13 @@ fn pki() -> Pki {
         &issuer,
         &["localhost", "127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,
+        year,
     );
     let (client_cert, client_key) = leaf(
         &issuer,
         &["axn-worker"],
         ExtendedKeyUsagePurpose::ClientAuth,
+        2040,
     );
     let write = |name: &str, pem: &str| {
         let path = dir.join(name);
@@ -512,7 +521,7 @@ async fn secrets_come_from_files() {
 #[tokio::test]
 async fn https_with_a_certificate_reloaded_when_its_files_change() {
     axn_worker::tls::install_provider();
-    let (first, second) = (pki(), pki());
+    let (first, second) = (pki_until(2031), pki_until(2032));
     let cert_file = first.dir.join("https.pem");
     let key_file = first.dir.join("https.key");
     let install = |from: &Pki| {
@@ -571,6 +580,25 @@ async fn https_with_a_certificate_reloaded_when_its_files_change() {
         !ok(&new_ca, "/healthz").await,
         "a client of another CA is refused"
     );
+    let expiry = |c: reqwest::Client| async move {
+        let page = c
+            .get(url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        page.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    r#"axn_tls_certificate_expiry_timestamp_seconds{certificate="http"} "#,
+                )
+            })
+            .map(|v| v.trim().to_owned())
+    };
+    // 2031-01-01T00:00:00Z, the first certificate's end.
+    assert_eq!(expiry(old_ca.clone()).await.as_deref(), Some("1924992000"));
     let plain = crate::helpers::try_get(app.addr, "/healthz").await;
     assert!(
         plain.map(|a| a.0).unwrap_or(0) != 200,
@@ -588,6 +616,8 @@ async fn https_with_a_certificate_reloaded_when_its_files_change() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The metric follows: 2032-01-01T00:00:00Z.
+    assert_eq!(expiry(new_ca.clone()).await.as_deref(), Some("1956528000"));
     // A new client (no TLS session to resume) of the old CA: refused.
     // (A client resuming a session from before the rotation skips the
     // certificate, as TLS resumption does everywhere.)
