@@ -514,24 +514,23 @@ fn answer_schema(op: &Operation) -> Value {
     })
 }
 
+/// The example answer: the envelope the server builds for the example's
+/// success (a fixed RequestId, so that the document is the same each time).
 fn example_answer(op: &Operation) -> Value {
-    let body: Value = serde_json::from_str(op.example.0).unwrap_or(json!([]));
-    let n = body.as_array().map_or(0, Vec::len);
+    let body = match serde_json::from_str(op.example.0) {
+        Ok(Value::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    let answer = super::api::Answer::Ok {
+        body,
+        message: op.example.1.to_owned(),
+    };
     if op.b {
-        return json!({"ResultCode": 2000, "ResultMsg": op.example.1, "DataBody": body});
+        return answer.short_envelope();
     }
-    json!({
-        "RequestId": "9f0c2a51d1b84c7e8e2f6a3b5c7d9e01",
-        "ResultCode": 2000,
-        "ResultMsg": op.example.1,
-        "DebugMsg": "",
-        "IsEncrypt": 0,
-        "DataCount": n,
-        "PageSize": n,
-        "PageIndex": if n == 0 { 0 } else { 1 },
-        "DataBody": body,
-        "EncDataBody": ""
-    })
+    let mut envelope = answer.envelope();
+    envelope["RequestId"] = json!("9f0c2a51d1b84c7e8e2f6a3b5c7d9e01");
+    envelope
 }
 
 /// What a client does next with an answer (OpenAPI links, which
