@@ -838,9 +838,11 @@ async fn measure_platform(opts: &BenchOptions, settings: &Settings) -> anyhow::R
     use axn_worker::platform::{BASE_A, BASE_B};
     let clients = opts.clients.max(1);
     let store = axn_worker::store::Store::new(&settings.redis)?;
-    let mut redis = redis::Client::open(settings.redis.url.single_url()?)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let url = settings.redis.url.single_url()?;
+    let mut redis =
+        axn_worker::store::client(url, url.starts_with("rediss://"), &settings.redis.tls)?
+            .get_multiplexed_async_connection()
+            .await?;
     for c in 0..clients {
         store
             .import_number(&format!("{}", 17_900_000_000u64 + c as u64), 3, 1, 1, 0)
@@ -942,9 +944,11 @@ fn machine() -> String {
 pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> anyhow::Result<()> {
     let settings = bench_settings(base, &opts.namespace, opts.prefetch);
     let conn = amqp::connect(&settings, &amqp::connection_name(Some("bench"))).await?;
-    let mut redis = redis::Client::open(settings.redis.url.single_url()?)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let url = settings.redis.url.single_url()?;
+    let mut redis =
+        axn_worker::store::client(url, url.starts_with("rediss://"), &settings.redis.tls)?
+            .get_multiplexed_async_connection()
+            .await?;
     let redis_version: String = redis::cmd("INFO")
         .arg("server")
         .query_async::<String>(&mut redis)

@@ -66,7 +66,7 @@ impl ConnectionLike for Conn {
 /// A Redis client for `info`: over TLS when `tls` (a `rediss://` URL, a
 /// master reached with `master_tls`), trusting `[redis.tls]`'s CA file on
 /// top of the system's roots and presenting its client certificate.
-pub(crate) fn client<C: redis::IntoConnectionInfo>(
+pub fn client<C: redis::IntoConnectionInfo>(
     info: C,
     tls: bool,
     files: &crate::config::TlsFiles,

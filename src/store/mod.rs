@@ -25,7 +25,7 @@ mod xb;
 use std::sync::Arc;
 
 use conn::Backend;
-pub use conn::Conn;
+pub use conn::{Conn, client};
 pub use keys::Keys;
 pub use xb::{Claim, UnbindResult};
 
