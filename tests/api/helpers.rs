@@ -689,3 +689,14 @@ pub fn sigterm(child: &tokio::process::Child) {
             .success()
     );
 }
+
+/// `axn-worker <args>` with `env` on top of the test's environment (no
+/// `AXN_CONFIG`), waited for: an operator's one-shot command.
+pub fn cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("AXN_CONFIG")
+        .output()
+        .unwrap()
+}

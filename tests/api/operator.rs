@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::{
     helpers::{
-        BIN, CONFIG, DEADLINE, TestApp, free_port, sigterm, spawn_run, test_settings, unique_id,
+        CONFIG, DEADLINE, TestApp, cli, free_port, sigterm, spawn_run, test_settings, unique_id,
     },
     xb_unbind::{SEED_UNBIND, binding},
 };
@@ -81,15 +81,6 @@ async fn a_closed_log_pipe_neither_stops_the_worker_nor_its_shutdown() {
         .expect("SIGTERM still stops it")
         .unwrap();
     assert_eq!(status.code(), Some(0), "a clean stop, not a panic (101)");
-}
-
-fn cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    std::process::Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("AXN_CONFIG")
-        .output()
-        .unwrap()
 }
 
 /// `--config` naming a directory, or a file that cannot be read, is an

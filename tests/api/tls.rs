@@ -368,14 +368,12 @@ async fn wrong_ca_missing_client_certificate_and_bad_files_are_refused() {
             "Redis TLS: [redis.tls] files are set but the URL is not rediss://",
         ),
     ] {
-        let mut cmd = std::process::Command::new(crate::helpers::BIN);
-        cmd.args(["--config", crate::helpers::CONFIG, "check-config"])
-            .env("AXN__AMQP__URL", "amqps://guest:guest@localhost:5671/%2f")
-            .env("AXN__AMQP__TLS__CA_FILE", &pki.ca);
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
+        let mut all = vec![
+            ("AXN__AMQP__URL", "amqps://guest:guest@localhost:5671/%2f"),
+            ("AXN__AMQP__TLS__CA_FILE", pki.ca.as_str()),
+        ];
+        all.extend(env.iter().copied());
+        let out = crate::helpers::cli(&["--config", crate::helpers::CONFIG, "check-config"], &all);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{env:?}: {stderr}");
         assert!(stderr.contains(says), "{env:?}: {stderr}");
@@ -390,14 +388,13 @@ async fn wrong_ca_missing_client_certificate_and_bad_files_are_refused() {
 fn the_mapping_api_in_clear_beyond_loopback_is_warned_about() {
     let pki = pki();
     let check = |extra: &[(&str, &str)]| {
-        let out = std::process::Command::new(crate::helpers::BIN)
-            .args(["--config", crate::helpers::CONFIG, "check-config"])
-            .env("AXN__HTTP__LISTEN", "0.0.0.0:8443")
-            .env("AXN__MAPPING__PASSWORD", "pw")
-            .env("AXN__PLATFORM__BEARER_TOKEN", "t")
-            .envs(extra.iter().copied())
-            .output()
-            .unwrap();
+        let mut env = vec![
+            ("AXN__HTTP__LISTEN", "0.0.0.0:8443"),
+            ("AXN__MAPPING__PASSWORD", "pw"),
+            ("AXN__PLATFORM__BEARER_TOKEN", "t"),
+        ];
+        env.extend(extra.iter().copied());
+        let out = crate::helpers::cli(&["--config", crate::helpers::CONFIG, "check-config"], &env);
         assert!(
             out.status.success(),
             "{}",
@@ -497,14 +494,13 @@ async fn secrets_come_from_files() {
     assert_eq!(with_token.status, 200, "{}", with_token.body);
     let _ = child.kill().await;
     // A missing file: the variable and the file named.
-    let out = std::process::Command::new(BIN)
-        .args(["--config", CONFIG, "check-config"])
-        .env(
+    let out = crate::helpers::cli(
+        &["--config", CONFIG, "check-config"],
+        &[(
             "AXN__PLATFORM__PASSWORD_FILE",
             "/nonexistent/platform-password",
-        )
-        .output()
-        .unwrap();
+        )],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
