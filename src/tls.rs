@@ -160,6 +160,11 @@ pub fn describe(tls_url: bool, files: &TlsFiles) -> String {
     } else {
         parts[0].push_str(&format!(" + {})", files.ca_file));
     }
+    if files.server_name.is_empty() {
+        parts.push("name: the URL's host".into());
+    } else {
+        parts.push(format!("name: {}", files.server_name));
+    }
     if files.cert_file.is_empty() {
         parts.push("no client certificate".into());
     } else {

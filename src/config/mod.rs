@@ -85,6 +85,11 @@ pub struct TlsFiles {
     pub cert_file: String,
     /// PEM file of the client certificate's private key.
     pub key_file: String,
+    /// The name the server's certificate must hold, when it is not the
+    /// URL's host (a broker reached by IP address or through a load
+    /// balancer's name); empty: the URL's host. Broker only: redis-rs checks
+    /// the URL's host.
+    pub server_name: String,
 }
 
 impl TlsFiles {

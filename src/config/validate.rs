@@ -129,6 +129,17 @@ impl Settings {
                 .to_string(),
             ));
         }
+        if !self.redis.tls.server_name.is_empty() {
+            return bad("redis.tls.server_name is not supported: redis-rs checks the URL's host against the certificate; name each host as its certificate does (Sentinel: announce-hostnames, Cluster: cluster-announce-hostname; docs/operations.md, \"TLS and secrets\")".into());
+        }
+        if !self.amqp.tls.server_name.is_empty()
+            && rustls::pki_types::ServerName::try_from(self.amqp.tls.server_name.as_str()).is_err()
+        {
+            return bad(format!(
+                "amqp.tls.server_name {:?} is not a DNS name or IP address",
+                self.amqp.tls.server_name
+            ));
+        }
         if amqp_tls {
             crate::tls::load("broker", &self.amqp.tls)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;

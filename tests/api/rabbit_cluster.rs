@@ -40,6 +40,23 @@ impl RabbitCluster {
 
     /// Starts three nodes and joins nodes 2 and 3 to node 1.
     pub fn start(tag: &str) -> RabbitCluster {
+        let mut c = RabbitCluster::start_nodes(tag, 3, "");
+        let started = Instant::now();
+        let first = c.nodes[0].clone();
+        for i in 1..3 {
+            c.ctl(i, &["stop_app"]);
+            c.ctl(i, &["reset"]);
+            c.ctl(i, &["join_cluster", &first]);
+            c.ctl(i, &["start_app"]);
+        }
+        assert_eq!(c.running_nodes(0), 3, "the three nodes form one cluster");
+        c.startup_secs += started.elapsed().as_secs_f64();
+        c
+    }
+
+    /// Starts `n` unclustered nodes, `extra` appended to each one's
+    /// rabbitmq.conf (a TLS listener, say).
+    pub fn start_nodes(tag: &str, n: usize, extra: &str) -> RabbitCluster {
         let started = Instant::now();
         let base = std::env::temp_dir().join(format!("axn-rmq-{tag}"));
         let _ = std::fs::remove_dir_all(&base);
@@ -58,39 +75,31 @@ impl RabbitCluster {
         let short: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         let mut c = RabbitCluster {
             base,
-            nodes: (1..=3)
+            nodes: (1..=n)
                 .map(|i| format!("axn{short}n{i}@localhost"))
                 .collect(),
-            amqp_ports: (0..3).map(|_| spare_port()).collect(),
-            dist_ports: (0..3).map(|_| spare_port()).collect(),
+            amqp_ports: (0..n).map(|_| spare_port()).collect(),
+            dist_ports: (0..n).map(|_| spare_port()).collect(),
             ctl_ports: spare_port(),
             startup_secs: 0.0,
         };
-        for i in 0..3 {
+        for i in 0..n {
             let d = c.dir(i);
             std::fs::create_dir_all(d.join("mnesia")).unwrap();
             std::fs::write(
                 d.join("rabbitmq.conf"),
                 format!(
-                    "listeners.tcp.default = 127.0.0.1:{}\nlog.console = false\nlog.file.level = warning\n",
+                    "listeners.tcp.default = 127.0.0.1:{}\nlog.console = false\nlog.file.level = warning\n{extra}",
                     c.amqp_ports[i]
                 ),
             )
             .unwrap();
             c.run(i, "rabbitmq-server", &["-detached"]);
         }
-        for i in 0..3 {
+        for i in 0..n {
             let pid = c.pidfile(i);
             c.ctl(i, &["wait", pid.to_str().unwrap(), "--timeout", "120"]);
         }
-        let first = c.nodes[0].clone();
-        for i in 1..3 {
-            c.ctl(i, &["stop_app"]);
-            c.ctl(i, &["reset"]);
-            c.ctl(i, &["join_cluster", &first]);
-            c.ctl(i, &["start_app"]);
-        }
-        assert_eq!(c.running_nodes(0), 3, "the three nodes form one cluster");
         c.startup_secs = started.elapsed().as_secs_f64();
         c
     }
@@ -165,6 +174,19 @@ impl RabbitCluster {
         self.run(i, "rabbitmqctl", &all);
     }
 
+    /// What rabbitmqctl against node `i` prints.
+    pub fn ctl_output(&self, i: usize, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.nodes[i].as_str(), "-q"];
+        all.extend_from_slice(args);
+        let out = self
+            .command(i, "rabbitmqctl")
+            .args(&all)
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Running nodes as node `i` sees them.
     pub fn running_nodes(&self, i: usize) -> usize {
         let out = self
@@ -192,7 +214,7 @@ impl RabbitCluster {
 
 impl Drop for RabbitCluster {
     fn drop(&mut self) {
-        for i in 0..3 {
+        for i in 0..self.nodes.len() {
             let pidfile = self.pidfile(i);
             let Ok(pid) = std::fs::read_to_string(&pidfile) else {
                 continue;

@@ -69,16 +69,18 @@ fn pki() -> Pki {
 
 /// As `pki`, the server certificate valid until 1 January `year`.
 fn pki_until(year: i32) -> Pki {
+    pki_for(year, &["localhost", "127.0.0.1"])
+}
+
+/// As `pki`, the server certificate valid until 1 January `year` for
+/// `names` only.
+fn pki_for(year: i32, names: &[&str]) -> Pki {
     let dir = std::env::temp_dir().join(format!("axn-tls-{}", unique_id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (ca_cert, issuer) = ca("axn test CA");
     let (other_cert, _) = ca("another CA");
-    let (server_cert, server_key) = leaf(
-        &issuer,
-        &["localhost", "127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-        year,
-    );
+    let (server_cert, server_key) =
+        leaf(&issuer, names, ExtendedKeyUsagePurpose::ServerAuth, year);
     let (client_cert, client_key) = leaf(
         &issuer,
         &["axn-worker"],
@@ -107,6 +109,7 @@ impl Pki {
             ca_file: self.ca.clone(),
             cert_file: self.client_cert.clone(),
             key_file: self.client_key.clone(),
+            server_name: String::new(),
         }
     }
 }
@@ -379,6 +382,119 @@ async fn wrong_ca_missing_client_certificate_and_bad_files_are_refused() {
         assert!(stderr.contains(says), "{env:?}: {stderr}");
         assert!(!stderr.contains("s3cret-key-material"), "{stderr}");
     }
+}
+
+/// RabbitMQ's own TLS listener (a node of the test's own, `ssl_options`
+/// with `verify_peer` and `fail_if_no_peer_cert`), its certificate naming
+/// only `broker.axn.test` while the URL says 127.0.0.1: refused on the
+/// name, refused without a client certificate, and with
+/// `server_name = "broker.axn.test"` and the client certificate the worker
+/// consumes there, the broker listing its connections as TLS.
+#[tokio::test]
+async fn rabbitmqs_own_tls_listener_with_an_expected_server_name() {
+    use crate::rabbit_cluster::RabbitCluster;
+    assert!(
+        RabbitCluster::available(),
+        "RabbitMQ's scripts are not in /usr/lib/rabbitmq/bin"
+    );
+    let pki = pki_for(2040, &["broker.axn.test"]);
+    let ssl_port = spare_port();
+    let conf = format!(
+        "listeners.ssl.default = 127.0.0.1:{ssl_port}\n\
+         ssl_options.cacertfile = {}\n\
+         ssl_options.certfile = {}\n\
+         ssl_options.keyfile = {}\n\
+         ssl_options.verify = verify_peer\n\
+         ssl_options.fail_if_no_peer_cert = true\n",
+        pki.ca, pki.server_cert, pki.server_key
+    );
+    let id = unique_id();
+    let tag = id.clone();
+    let node = tokio::task::spawn_blocking(move || RabbitCluster::start_nodes(&tag, 1, &conf))
+        .await
+        .unwrap();
+    let mut settings = test_settings(&id);
+    settings.amqp.url = axn_worker::config::AmqpUrl::one(format!(
+        "amqps://guest:guest@127.0.0.1:{ssl_port}/%2f"
+    ));
+    settings.amqp.connect_timeout_secs = 5;
+    settings.amqp.tls = pki.client_files();
+
+    // The URL's host is not in the certificate: refused on the name.
+    let e = axn_worker::amqp::connect(&settings, "tls-test")
+        .await
+        .err()
+        .expect("a certificate for another name is refused")
+        .to_string();
+    assert!(e.contains("not valid for name"), "{e}");
+    // The right name but no client certificate: the broker refuses.
+    settings.amqp.tls.server_name = "broker.axn.test".into();
+    let mut anonymous = settings.clone();
+    anonymous.amqp.tls.cert_file.clear();
+    anonymous.amqp.tls.key_file.clear();
+    assert!(
+        axn_worker::amqp::connect(&anonymous, "tls-test")
+            .await
+            .is_err(),
+        "fail_if_no_peer_cert refuses a client without a certificate"
+    );
+    settings.validate().expect("the TLS settings are valid");
+    let lines = axn_worker::ops::check_config::tls_lines(&settings);
+    assert!(lines[0].contains("name: broker.axn.test"), "{lines:?}");
+
+    let app = TestApp::connect(id, settings).await.start().await;
+    // Published on the node's plain listener, consumed by the worker over TLS.
+    let plain = lapin::Connection::connect(
+        &format!("amqp://guest:guest@127.0.0.1:{}/%2f", node.amqp_ports[0]),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let ch = plain.create_channel().await.unwrap();
+    ch.basic_publish(
+        "".into(),
+        app.queue(QueueKind::PhoneHistory).as_str().into(),
+        Default::default(),
+        br#"{"userId": "74706", "newPhone": "13812345679", "oldPhone": ""}"#,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let key = app.key("PrivateNumber_user_phone");
+    app.eventually("the phone change was applied", || {
+        let mut r = app.redis.clone();
+        let key = key.clone();
+        async move {
+            let phone: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("74706")
+                .query_async(&mut r)
+                .await
+                .unwrap();
+            phone.as_deref() == Some("13812345679")
+        }
+    })
+    .await;
+    // The broker's view: the worker's connections came in on the TLS port,
+    // as TLS, with the test's client certificate.
+    let listed = node.ctl_output(
+        0,
+        &["list_connections", "port", "ssl", "peer_cert_issuer"],
+    );
+    let worker: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.starts_with(&format!("{ssl_port}\t")))
+        .collect();
+    assert!(!worker.is_empty(), "{listed}");
+    assert!(
+        worker
+            .iter()
+            .all(|l| l.contains("\ttrue\t") && l.contains("axn test CA")),
+        "every worker connection is TLS with the client certificate: {listed}"
+    );
+    drop(plain);
+    drop(app);
+    drop(node);
 }
 
 /// The mapping API beyond loopback over plain HTTP: its Basic password
