@@ -79,8 +79,7 @@ fn pki_for(year: i32, names: &[&str]) -> Pki {
     std::fs::create_dir_all(&dir).unwrap();
     let (ca_cert, issuer) = ca("axn test CA");
     let (other_cert, _) = ca("another CA");
-    let (server_cert, server_key) =
-        leaf(&issuer, names, ExtendedKeyUsagePurpose::ServerAuth, year);
+    let (server_cert, server_key) = leaf(&issuer, names, ExtendedKeyUsagePurpose::ServerAuth, year);
     let (client_cert, client_key) = leaf(
         &issuer,
         &["axn-worker"],
@@ -414,9 +413,8 @@ async fn rabbitmqs_own_tls_listener_with_an_expected_server_name() {
         .await
         .unwrap();
     let mut settings = test_settings(&id);
-    settings.amqp.url = axn_worker::config::AmqpUrl::one(format!(
-        "amqps://guest:guest@127.0.0.1:{ssl_port}/%2f"
-    ));
+    settings.amqp.url =
+        axn_worker::config::AmqpUrl::one(format!("amqps://guest:guest@127.0.0.1:{ssl_port}/%2f"));
     settings.amqp.connect_timeout_secs = 5;
     settings.amqp.tls = pki.client_files();
 
@@ -477,10 +475,7 @@ async fn rabbitmqs_own_tls_listener_with_an_expected_server_name() {
     .await;
     // The broker's view: the worker's connections came in on the TLS port,
     // as TLS, with the test's client certificate.
-    let listed = node.ctl_output(
-        0,
-        &["list_connections", "port", "ssl", "peer_cert_issuer"],
-    );
+    let listed = node.ctl_output(0, &["list_connections", "port", "ssl", "peer_cert_issuer"]);
     let worker: Vec<&str> = listed
         .lines()
         .filter(|l| l.starts_with(&format!("{ssl_port}\t")))
@@ -746,4 +741,267 @@ async fn https_with_a_certificate_reloaded_when_its_files_change() {
         "a bad file keeps the certificate in use"
     );
     app.stop().await.unwrap();
+}
+
+/// The TLS arguments of a redis-server (or sentinel) of the tests': TLS
+/// only (`port 0`), clients must present a certificate, and its own
+/// connections (replication, the cluster bus, a sentinel's to the master)
+/// over TLS with the client certificate.
+fn redis_tls_args(pki: &Pki, tls_port: u16) -> Vec<String> {
+    [
+        "--port",
+        "0",
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &pki.server_cert,
+        "--tls-key-file",
+        &pki.server_key,
+        "--tls-client-cert-file",
+        &pki.client_cert,
+        "--tls-client-key-file",
+        &pki.client_key,
+        "--tls-ca-cert-file",
+        &pki.ca,
+        "--tls-auth-clients",
+        "yes",
+        "--tls-replication",
+        "yes",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// redis-cli against a TLS port of the tests', with the client certificate.
+fn redis_cli_tls(pki: &Pki, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["--tls", "--cacert", &pki.ca, "--cert", &pki.client_cert])
+        .args(["--key", &pki.client_key])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("redis-cli is installed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Waits until a TLS redis-server answers PING on `port`.
+async fn until_tls_answers(pki: &Pki, port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while redis_cli_tls(pki, &["-h", "localhost", "-p", &port.to_string(), "PING"]) != "PONG" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TLS redis-server on {port} answers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `HGET key field` through `read` says `want`.
+async fn until_hget(read: impl Fn() -> String, want: &str, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while read() != want {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Sentinel-managed master, sentinel and master TLS only, mutual TLS
+/// everywhere, their certificate for `localhost` only (no IP address): the
+/// sentinel announces host names (`announce-hostnames`), so the worker,
+/// asking it over `rediss://`, reaches the master it names (`master_tls`)
+/// with the name verified, and writes there.
+#[tokio::test]
+async fn a_sentinel_and_its_master_over_mutual_tls() {
+    let pki = pki_for(2040, &["localhost"]);
+    let dir = std::env::temp_dir().join(format!("axn-tls-sentinel-{}", unique_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Gone(PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(dir.clone());
+    let master_port = spare_port();
+    let args = redis_tls_args(&pki, master_port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _master = own_redis_with(0, &args).await;
+    until_tls_answers(&pki, master_port).await;
+    let sentinel_port = spare_port();
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "bind 127.0.0.1\ndir {}\nsentinel resolve-hostnames yes\nsentinel announce-hostnames yes\nsentinel monitor axnm localhost {master_port} 1\nsentinel down-after-milliseconds axnm 1000\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut sentinel_args = redis_tls_args(&pki, sentinel_port);
+    sentinel_args.drain(0..2); // "--port 0" is the sentinel's default too
+    let _sentinel = tokio::process::Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .arg("--port")
+        .arg("0")
+        .args(&sentinel_args)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server is installed");
+    let sp = sentinel_port.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let addr = redis_cli_tls(
+            &pki,
+            &[
+                "-h",
+                "localhost",
+                "-p",
+                &sp,
+                "SENTINEL",
+                "get-master-addr-by-name",
+                "axnm",
+            ],
+        );
+        if addr.starts_with("localhost") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sentinel names the master by host name: {addr:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    settings.redis.url = RedisUrl::Sentinel(axn_worker::config::SentinelSettings {
+        sentinels: vec![Secret::new(format!("rediss://localhost:{sentinel_port}"))],
+        master_name: "axnm".into(),
+        username: String::new(),
+        password: Secret::new(""),
+        db: 0,
+        master_tls: true,
+    });
+    settings.redis.tls = pki.client_files();
+    settings.validate().expect("the TLS settings are valid");
+    let app = TestApp::connect(id, settings).await.start().await;
+    app.publish(
+        QueueKind::PhoneHistory,
+        br#"{"userId": "74707", "newPhone": "13812345670", "oldPhone": ""}"#,
+    )
+    .await;
+    let key = app.key("PrivateNumber_user_phone");
+    let mp = master_port.to_string();
+    until_hget(
+        || redis_cli_tls(&pki, &["-h", "localhost", "-p", &mp, "HGET", &key, "74707"]),
+        "13812345670",
+        "the phone change reached the master over TLS",
+    )
+    .await;
+}
+
+/// A three-master Redis Cluster, TLS only with mutual TLS on the client
+/// port and the cluster bus, its certificate for `localhost` only: the
+/// nodes announce their host name (`cluster-announce-hostname`,
+/// `cluster-preferred-endpoint-type hostname`), so the worker, from
+/// `rediss://localhost:<port>` seeds, reaches every node with the name
+/// verified; a message of each kind that writes lands on the cluster.
+#[tokio::test]
+async fn a_redis_cluster_over_mutual_tls() {
+    let pki = pki_for(2040, &["localhost"]);
+    let dir = std::env::temp_dir().join(format!("axn-tls-cluster-{}", unique_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut nodes = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let (port, bus) = (spare_port(), spare_port());
+        let mut args = redis_tls_args(&pki, port);
+        args.extend(
+            [
+                "--tls-cluster",
+                "yes",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
+                "--cluster-config-file",
+                &format!("node-{i}-{port}.conf"),
+                "--cluster-announce-hostname",
+                "localhost",
+                "--cluster-preferred-endpoint-type",
+                "hostname",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--appendonly",
+                "no",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push(own_redis_with(0, &args).await);
+        ports.push(port);
+    }
+    struct Gone(PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(dir.clone());
+    for p in &ports {
+        until_tls_answers(&pki, *p).await;
+    }
+    let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
+    create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+    create.push("--cluster-yes".into());
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    let said = redis_cli_tls(&pki, &create);
+    assert!(said.contains("All 16384 slots covered"), "{said}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for p in &ports {
+        let p = p.to_string();
+        while !redis_cli_tls(&pki, &["-h", "localhost", "-p", &p, "CLUSTER", "INFO"])
+            .contains("cluster_state:ok")
+        {
+            assert!(std::time::Instant::now() < deadline, "cluster ok at {p}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    settings.redis.url = RedisUrl::Cluster(
+        ports
+            .iter()
+            .map(|p| Secret::new(format!("rediss://localhost:{p}")))
+            .collect(),
+    );
+    settings.redis.tls = pki.client_files();
+    settings.validate().expect("the TLS settings are valid");
+    let app = TestApp::connect(id, settings).await.start().await;
+    let users = ["74711", "74712", "74713", "74714", "74715", "74716"];
+    for (i, u) in users.iter().enumerate() {
+        app.publish(
+            QueueKind::PhoneHistory,
+            format!(r#"{{"userId": "{u}", "newPhone": "1381234568{i}", "oldPhone": ""}}"#)
+                .as_bytes(),
+        )
+        .await;
+    }
+    let key = app.key("PrivateNumber_user_phone");
+    let p0 = ports[0].to_string();
+    for (i, u) in users.iter().enumerate() {
+        until_hget(
+            || redis_cli_tls(&pki, &["-c", "-h", "localhost", "-p", &p0, "HGET", &key, u]),
+            &format!("1381234568{i}"),
+            "the phone change reached the cluster over TLS",
+        )
+        .await;
+    }
+    drop(app);
+    drop(nodes);
 }
