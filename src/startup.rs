@@ -43,19 +43,6 @@ impl Application {
         let store = Store::new(&settings.redis).context("Failed to set up the Redis client")?;
         let health = Arc::new(Health::default());
         let metrics = Arc::new(Metrics::new(Arc::clone(&health)));
-        // The client certificates presented to the broker and Redis: until
-        // when they are valid, in the log and as a metric.
-        for (which, files) in [
-            ("amqp_client", &settings.amqp.tls),
-            ("redis_client", &settings.redis.tls),
-        ] {
-            if let Ok(pem) = std::fs::read(&files.cert_file)
-                && let Some(end) = crate::tls::not_after(&pem)
-            {
-                crate::tls::report_expiry(which, &files.cert_file, end);
-                metrics.set_certificate_expiry(which, end);
-            }
-        }
         Ok(Application {
             settings: Arc::new(settings),
             listener,
@@ -154,6 +141,25 @@ impl Application {
             },
             internal.clone(),
         ));
+        let certificates = {
+            let (settings, metrics, stop) = (
+                Arc::clone(&settings),
+                Arc::clone(&metrics),
+                internal.clone(),
+            );
+            tokio::spawn(async move {
+                let mut seen = [None, None];
+                client_certificates(&settings, &metrics, &mut seen);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(crate::store::TLS_RECHECK) => {
+                            client_certificates(&settings, &metrics, &mut seen);
+                        }
+                    }
+                }
+            })
+        };
         let probe = tokio::spawn(probe_redis(
             store.clone(),
             Arc::clone(&health),
@@ -191,6 +197,7 @@ impl Application {
         health.set_stopping();
         internal.cancel();
         let _ = probe.await;
+        let _ = certificates.await;
         if let Some(expiry) = expiry {
             let _ = expiry.await;
         }
@@ -268,4 +275,27 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     // Cancel first: nothing (a log line included) may stand before it.
     shutdown.cancel();
     tracing::info!("stop requested: finishing messages in flight");
+}
+
+/// The client certificates the broker and Redis connections present (the
+/// files, which each reads again for its next connection): until when each
+/// is valid, in the log when it changed since `seen` and as
+/// `axn_tls_certificate_expiry_timestamp_seconds`.
+fn client_certificates(settings: &Settings, metrics: &Metrics, seen: &mut [Option<i64>; 2]) {
+    for (i, (which, files)) in [
+        ("amqp_client", &settings.amqp.tls),
+        ("redis_client", &settings.redis.tls),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if let Ok(pem) = std::fs::read(&files.cert_file)
+            && let Some(end) = crate::tls::not_after(&pem)
+            && seen[i] != Some(end)
+        {
+            seen[i] = Some(end);
+            crate::tls::report_expiry(which, &files.cert_file, end);
+            metrics.set_certificate_expiry(which, end);
+        }
+    }
 }

@@ -93,13 +93,13 @@ fn certificates(
     Ok(crate::tls::redis_certificates(&loaded))
 }
 
-impl Store {
-    /// Creates the store without connecting: the first command connects, and
-    /// a Redis that is down at start-up only makes the worker not ready.
-    pub fn new(settings: &RedisSettings) -> redis::RedisResult<Self> {
+impl Backend {
+    /// The connection `settings` describe, made lazily (nothing connects
+    /// yet); `[redis.tls]`'s files read now.
+    fn new(settings: &RedisSettings) -> redis::RedisResult<Self> {
         let connect = Duration::from_millis(settings.connect_timeout_ms);
         let response = Duration::from_millis(settings.response_timeout_ms);
-        let backend = match &settings.url {
+        Ok(match &settings.url {
             RedisUrl::Single(url) => {
                 let url = url.expose();
                 let client = client(url, url.starts_with("rediss://"), &settings.tls)?;
@@ -141,9 +141,128 @@ impl Store {
                     conn: Arc::new(OnceCell::new()),
                 }
             }
+        })
+    }
+}
+
+/// The backend in use, rebuilt when `[redis.tls]`'s files change.
+pub(super) struct Swappable {
+    current: std::sync::RwLock<Backend>,
+    watch: Option<TlsWatch>,
+    /// Rebuilds so far.
+    rebuilt: std::sync::atomic::AtomicU64,
+}
+
+/// How often, at most, `[redis.tls]`'s files are looked at.
+pub const TLS_RECHECK: Duration = Duration::from_secs(10);
+
+/// Modification time and length of each of `[redis.tls]`'s files.
+type Stamp = Vec<Option<(std::time::SystemTime, u64)>>;
+
+/// `[redis.tls]`'s files as last seen, and when they were last looked at.
+struct TlsWatch {
+    settings: RedisSettings,
+    seen: std::sync::Mutex<(Stamp, std::time::Instant)>,
+}
+
+impl TlsWatch {
+    fn new(settings: RedisSettings) -> Self {
+        let seen = Self::stamp(&settings.tls);
+        TlsWatch {
+            settings,
+            seen: std::sync::Mutex::new((seen, std::time::Instant::now())),
+        }
+    }
+
+    fn stamp(files: &crate::config::TlsFiles) -> Stamp {
+        [&files.ca_file, &files.cert_file, &files.key_file]
+            .iter()
+            .map(|f| {
+                let m = std::fs::metadata(f.as_str()).ok()?;
+                Some((m.modified().ok()?, m.len()))
+            })
+            .collect()
+    }
+
+    /// A backend made with the changed files, when they changed since the
+    /// last look (at most one look per [`TLS_RECHECK`]; none while another
+    /// caller looks).
+    fn changed(&self) -> Option<Backend> {
+        let mut seen = self.seen.try_lock().ok()?;
+        if seen.1.elapsed() < TLS_RECHECK {
+            return None;
+        }
+        seen.1 = std::time::Instant::now();
+        let now = Self::stamp(&self.settings.tls);
+        if now == seen.0 {
+            return None;
+        }
+        seen.0 = now;
+        match Backend::new(&self.settings) {
+            Ok(b) => {
+                tracing::info!(
+                    cert_file = %self.settings.tls.cert_file,
+                    "Redis TLS: the files changed; new connections use them"
+                );
+                Some(b)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis TLS: the changed files cannot be used yet; keeping the connection in use");
+                None
+            }
+        }
+    }
+}
+
+impl Swappable {
+    /// The backend to use now (rebuilt first if the TLS files changed).
+    pub(super) fn get(&self) -> Backend {
+        if let Some(w) = &self.watch
+            && let Some(fresh) = w.changed()
+        {
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+            self.rebuilt
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The backend in use, without looking at the files.
+    pub(super) fn peek(&self) -> Backend {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Rebuilds so far, in the high half; the Sentinel moves in the low.
+    pub(super) fn generation(&self) -> u64 {
+        let rebuilt = self.rebuilt.load(std::sync::atomic::Ordering::SeqCst);
+        let moves = match &*self.current.read().unwrap_or_else(|p| p.into_inner()) {
+            Backend::Sentinel(s) => s.generation(),
+            _ => 0,
         };
+        (rebuilt << 32) | (moves & 0xffff_ffff)
+    }
+}
+
+impl Store {
+    /// Creates the store without connecting: the first command connects, and
+    /// a Redis that is down at start-up only makes the worker not ready.
+    pub fn new(settings: &RedisSettings) -> redis::RedisResult<Self> {
+        let backend = Backend::new(settings)?;
+        // Client certificates rotate (cert-manager, Vault): a Redis that
+        // closes the connection gets a new one made with the current files.
+        let watch = (!settings.tls.is_empty()).then(|| TlsWatch::new(settings.clone()));
         Ok(Store {
-            backend,
+            backend: Arc::new(Swappable {
+                current: std::sync::RwLock::new(backend),
+                watch,
+                rebuilt: Default::default(),
+            }),
             keys: Keys::new(settings.key_prefix.clone()),
             replicas: Arc::new(ReplicaWait::new(
                 settings.wait_for_replicas,
@@ -158,12 +277,12 @@ impl Store {
     }
 
     pub(super) fn is_cluster(&self) -> bool {
-        matches!(self.backend, Backend::Cluster { .. })
+        matches!(self.backend.peek(), Backend::Cluster { .. })
     }
 
     /// A live connection (connecting to the cluster on first use).
     pub async fn conn(&self) -> redis::RedisResult<Conn> {
-        match &self.backend {
+        match &self.backend.get() {
             Backend::Single(c) => Ok(Conn::Single(c.clone())),
             Backend::Sentinel(s) => Ok(Conn::Single(s.conn().await?)),
             Backend::Cluster { client, conn } => {
@@ -251,10 +370,7 @@ impl Store {
     /// Which master the writes go to: changes when a Sentinel failover moved
     /// the worker to another one (always 0 otherwise).
     pub fn generation(&self) -> u64 {
-        match &self.backend {
-            Backend::Sentinel(s) => s.generation(),
-            _ => 0,
-        }
+        self.backend.generation()
     }
 
     /// After a message's writes, made since [`generation`](Self::generation)

@@ -24,8 +24,7 @@ mod xb;
 
 use std::sync::Arc;
 
-use conn::Backend;
-pub use conn::{Conn, client};
+pub use conn::{Conn, TLS_RECHECK, client};
 pub use keys::Keys;
 pub use xb::{Claim, UnbindResult};
 
@@ -34,7 +33,7 @@ use crate::amqp::headers::SigningKey;
 /// The worker's Redis: cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    backend: Backend,
+    backend: Arc<conn::Swappable>,
     keys: Keys,
     /// Writes acknowledged by replicas (`WAIT`), shared by concurrent messages.
     replicas: Arc<conn::ReplicaWait>,

@@ -421,8 +421,7 @@ async fn rabbitmqs_own_tls_listener_with_an_expected_server_name() {
     // The URL's host is not in the certificate: refused on the name.
     let e = axn_worker::amqp::connect(&settings, "tls-test")
         .await
-        .err()
-        .expect("a certificate for another name is refused")
+        .expect_err("a certificate for another name is refused")
         .to_string();
     assert!(e.contains("not valid for name"), "{e}");
     // The right name but no client certificate: the broker refuses.
@@ -1004,4 +1003,127 @@ async fn a_redis_cluster_over_mutual_tls() {
     }
     drop(app);
     drop(nodes);
+}
+
+/// A Redis client certificate rotated while the worker runs: the files are
+/// replaced by a certificate of another CA, the server made to trust only
+/// that CA, and the worker's connections killed. The worker reconnects with
+/// the new files (within `TLS_RECHECK` of the change), is ready again and
+/// writes; the metric follows the new certificate. (Read only at start
+/// before: every reconnect presented the old certificate and was refused.)
+#[tokio::test]
+async fn a_rotated_redis_client_certificate_is_used_without_a_restart() {
+    let pki = pki();
+    let (_redis, plain, tls) = tls_redis(&pki).await;
+    let (other_cert, other) = ca("rotated client CA");
+    let (new_cert, new_key) = leaf(
+        &other,
+        &["axn-worker"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        2041,
+    );
+    let other_ca_file = pki.dir.join("rotated-ca.pem");
+    std::fs::write(&other_ca_file, other_cert.pem()).unwrap();
+    // The first client certificate, kept to show the server refuses it.
+    let old_cert = pki.dir.join("old-client.pem");
+    let old_key = pki.dir.join("old-client.key");
+    std::fs::copy(&pki.client_cert, &old_cert).unwrap();
+    std::fs::copy(&pki.client_key, &old_key).unwrap();
+    let id = unique_id();
+    let mut settings = test_settings(&id);
+    settings.redis.url = RedisUrl::Single(Secret::new(format!("rediss://localhost:{tls}/0")));
+    settings.redis.tls = pki.client_files();
+    let app = TestApp::connect(id, settings).await.start().await;
+    let metric = |want: i64| {
+        let app = &app;
+        async move {
+            let (_, text) = app.get("/metrics").await.unwrap_or_default();
+            text.lines().any(|l| {
+                l == format!(
+                    r#"axn_tls_certificate_expiry_timestamp_seconds{{certificate="redis_client"}} {want}"#
+                )
+            })
+        }
+    };
+    // 1 January of `y`, 00:00 UTC: rcgen's not_after in `leaf`.
+    let year = |y: i32| -> i64 {
+        let leap = |y: i32| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        (1970..y)
+            .map(|y| if leap(y) { 366 } else { 365 })
+            .sum::<i64>()
+            * 86_400
+    };
+    app.eventually("the metric shows the first certificate", || {
+        metric(year(2040))
+    })
+    .await;
+    let own = redis::Client::open(format!("redis://127.0.0.1:{plain}/0")).unwrap();
+    let mut own = own.get_multiplexed_async_connection().await.unwrap();
+
+    // Rotate: new files, the server trusting only the new CA, the worker's
+    // connections cut.
+    std::fs::write(&pki.client_key, &new_key).unwrap();
+    std::fs::write(&pki.client_cert, &new_cert).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("tls-ca-cert-file")
+        .arg(other_ca_file.to_str().unwrap())
+        .query_async(&mut own)
+        .await
+        .unwrap();
+    let mut old = app.settings.redis.clone();
+    old.tls.cert_file = old_cert.to_string_lossy().into_owned();
+    old.tls.key_file = old_key.to_string_lossy().into_owned();
+    assert!(
+        axn_worker::store::Store::new(&old)
+            .unwrap()
+            .ping()
+            .await
+            .is_err(),
+        "the server now refuses the first client certificate"
+    );
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut own)
+        .await
+        .unwrap();
+    app.eventually("the metric shows the rotated certificate", || {
+        metric(year(2041))
+    })
+    .await;
+    let deadline = std::time::Instant::now() + axn_worker::store::TLS_RECHECK * 3;
+    loop {
+        if let Ok((200, _)) = app.get("/readyz").await {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ready again with the rotated certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.publish(
+        QueueKind::PhoneHistory,
+        br#"{"userId": "74721", "newPhone": "13812345671", "oldPhone": ""}"#,
+    )
+    .await;
+    let key = app.key("PrivateNumber_user_phone");
+    app.eventually("written with the rotated certificate", || {
+        let mut c = own.clone();
+        let key = key.clone();
+        async move {
+            let v: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("74721")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            v.as_deref() == Some("13812345671")
+        }
+    })
+    .await;
 }
