@@ -251,8 +251,15 @@ pub fn process_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
 
 /// The local RabbitMQ server's CPU so far: (pid, seconds), when it runs on
 /// this machine and /proc shows it. `rabbitmqctl` runs in a `beam.smp` too;
-/// the server is the one that was started to boot `rabbit`.
+/// the server is the one that was started to boot `rabbit`; with several
+/// (a node of one's own beside the system's), `AXN_BENCH_BROKER_PID` names it.
 fn broker_cpu() -> Option<(u32, f64)> {
+    if let Some(pid) = std::env::var("AXN_BENCH_BROKER_PID")
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    {
+        return user_sys(pid).map(|(u, s)| (pid, u + s));
+    }
     let pid = std::fs::read_dir("/proc").ok()?.find_map(|e| {
         let e = e.ok()?;
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
@@ -517,6 +524,22 @@ async fn measure_worker(
         (split1.1 - split0.1) * 1e6 / n as f64
     );
     let confirm_ms = workers.confirm_ms().await;
+    // A drain that skipped the work is not a rate: every call record must
+    // have produced its call-log event (stale dedupe marks of an earlier
+    // run left behind would make the worker skip them, and look fast).
+    let records = messages
+        .iter()
+        .filter(|(k, _)| *k == QueueKind::CallRecord)
+        .count() as f64;
+    let events = workers
+        .metric_sum("axn_call_log_confirm_seconds_count ")
+        .await;
+    if events != records {
+        workers.stop();
+        bail!(
+            "the worker published {events} call-log events for {records} call records: state left by an earlier run? (the bench removes its namespace's queues and keys before and after each drain)"
+        );
+    }
     workers.stop();
     Ok(Throughput {
         messages: opts.messages,

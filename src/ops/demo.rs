@@ -86,7 +86,10 @@ pub async fn run(base: &Settings, out: &mut dyn Write, keep: bool) -> anyhow::Re
             async move { Ok(ready) }
         })
         .await?;
-        let mut redis = redis::Client::open(settings.redis.url.single_url()?)?.get_multiplexed_async_connection().await?;
+        let url = settings.redis.url.single_url()?;
+        let mut redis = crate::store::client(url, url.starts_with("rediss://"), &settings.redis.tls)?
+            .get_multiplexed_async_connection()
+            .await?;
         let conn = amqp::connect(&settings, &amqp::connection_name(Some("demo-client"))).await?;
         let channel = conn.create_channel().await?;
         let publisher = Publisher::new(conn.create_channel().await?).await?;

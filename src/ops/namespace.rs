@@ -116,7 +116,8 @@ pub async fn cleanup(settings: &Settings) {
 
 /// Deletes every key under `settings`' prefix on its (single) Redis.
 pub async fn delete_keys(settings: &Settings) -> anyhow::Result<()> {
-    let client = redis::Client::open(settings.redis.url.single_url()?)?;
+    let url = settings.redis.url.single_url()?;
+    let client = crate::store::client(url, url.starts_with("rediss://"), &settings.redis.tls)?;
     let mut c = client
         .get_multiplexed_async_connection()
         .await
