@@ -151,3 +151,60 @@ async fn bench_measures_reports_and_cleans_up() {
     let keys: Vec<String> = redis.keys(format!("{namespace}:*")).await.unwrap();
     assert!(keys.is_empty(), "bench keys left: {keys:?}");
 }
+
+/// `bench/scripts/tls-ab.sh`, small: its own broker node and redis-server
+/// start, both modes run (the TLS one over amqps:// and rediss:// with the
+/// script's CA) and report, and nothing of it is left running or on disk.
+#[tokio::test]
+async fn the_tls_side_by_side_script_runs_both_modes_and_cleans_up() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/tls-ab.sh");
+    let before: std::collections::HashSet<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("axn-tls-ab."))
+        .collect();
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(script)
+            .env("BENCH", BIN)
+            .env("N", "1000")
+            .env("ROUNDS", "1")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the script finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    for mode in ["plain", "tls"] {
+        let part = stdout
+            .split(&format!("=== round 1: {mode} ===\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{mode} ran: {stdout}"));
+        let row = part
+            .lines()
+            .find(|l| l.starts_with("| throughput |"))
+            .unwrap_or_else(|| panic!("{mode} reported: {stdout}"));
+        assert!(row.contains("1000 messages"), "{row}");
+        assert!(row.contains("call-log confirm mean"), "{row}");
+    }
+    let left: Vec<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("axn-tls-ab.") && !before.contains(n))
+        .collect();
+    assert!(left.is_empty(), "left on disk: {left:?}");
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        !ps.lines()
+            .any(|l| l.contains("axntlsab") || l.contains("axn-tls-ab.")),
+        "left running: {ps}"
+    );
+}
