@@ -1127,3 +1127,45 @@ async fn a_rotated_redis_client_certificate_is_used_without_a_restart() {
     })
     .await;
 }
+
+/// A server certificate that expired, and one for another host name: both
+/// connections refuse them, the error naming the connection and rustls's
+/// reason (what the log line and /readyz show).
+#[tokio::test]
+async fn an_expired_or_wrong_host_certificate_is_refused() {
+    for (what, pki, reason) in [
+        ("expired", pki_until(2020), "certificate expired"),
+        (
+            "another host's",
+            pki_for(2040, &["elsewhere.test"]),
+            "not valid for name",
+        ),
+    ] {
+        let proxy = tls_proxy(&pki).await;
+        let (_redis, _plain, tls) = tls_redis(&pki).await;
+        let mut s = test_settings(&unique_id());
+        s.amqp.url = axn_worker::config::AmqpUrl::one(format!(
+            "amqps://guest:guest@localhost:{}/%2f",
+            proxy.port
+        ));
+        s.amqp.connect_timeout_secs = 5;
+        s.amqp.tls = pki.client_files();
+        s.redis.url = RedisUrl::Single(Secret::new(format!("rediss://localhost:{tls}/0")));
+        s.redis.tls = pki.client_files();
+        let e = axn_worker::amqp::connect(&s, "tls-test")
+            .await
+            .expect_err(what)
+            .to_string();
+        assert!(
+            e.contains("Failed to connect to the broker") && e.contains(reason),
+            "{what}, broker: {e}"
+        );
+        let e = axn_worker::store::Store::new(&s.redis)
+            .unwrap()
+            .ping()
+            .await
+            .expect_err(what)
+            .to_string();
+        assert!(e.contains(reason), "{what}, Redis: {e}");
+    }
+}
