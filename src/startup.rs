@@ -141,11 +141,14 @@ impl Application {
             },
             internal.clone(),
         ));
+        // The client certificates: Redis's files looked at for a rotation,
+        // both certificates' expiry logged and exported.
         let certificates = {
-            let (settings, metrics, stop) = (
+            let (settings, metrics, stop, store) = (
                 Arc::clone(&settings),
                 Arc::clone(&metrics),
                 internal.clone(),
+                store.clone(),
             );
             tokio::spawn(async move {
                 let mut seen = [None, None];
@@ -154,6 +157,7 @@ impl Application {
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(crate::store::TLS_RECHECK) => {
+                            store.reload_tls();
                             client_certificates(&settings, &metrics, &mut seen);
                         }
                     }

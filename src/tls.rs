@@ -25,6 +25,12 @@ pub enum TlsError {
         file: String,
         what: &'static str,
     },
+    #[error("{connection} TLS: key_file {key} is not the key of cert_file {cert}")]
+    KeyMismatch {
+        connection: &'static str,
+        cert: String,
+        key: String,
+    },
     #[error(
         "{connection} TLS: cert_file and key_file go together (mutual TLS): set both or neither"
     )]
@@ -106,8 +112,26 @@ pub fn load(connection: &'static str, files: &TlsFiles) -> Result<Loaded, TlsErr
             return Err(not_pem("cert_file", &files.cert_file, "certificate"));
         }
         let key = read(connection, "key_file", &files.key_file)?;
-        if PrivateKeyDer::from_pem_slice(&key).is_err() {
+        let Ok(private) = PrivateKeyDer::from_pem_slice(&key) else {
             return Err(not_pem("key_file", &files.key_file, "private key"));
+        };
+        // The key must be the certificate's: a pair caught half-rotated
+        // (new certificate, old key) fails here, not at every handshake.
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
+            .filter_map(Result::ok)
+            .collect();
+        let matches = rustls::crypto::ring::default_provider()
+            .key_provider
+            .load_private_key(private)
+            .ok()
+            .map(|signing| rustls::sign::CertifiedKey::new(chain, signing))
+            .is_some_and(|c| c.keys_match().is_ok());
+        if !matches {
+            return Err(TlsError::KeyMismatch {
+                connection,
+                cert: files.cert_file.clone(),
+                key: files.key_file.clone(),
+            });
         }
         out.cert = Some(cert);
         out.key = Some(key);

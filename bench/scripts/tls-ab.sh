@@ -18,13 +18,24 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 bench=${BENCH:-$root/target/release/axn-bench}
 [ -x "$bench" ] || { echo "no $bench: cargo build --release --workspace" >&2; exit 1; }
 rmq=/usr/lib/rabbitmq/bin
-work=$(mktemp -d /tmp/axn-tls-ab.XXXXXX)
 node="axntlsab$$@localhost"
+work=
 
-# Spare ports below the ephemeral range.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick() { local p; while :; do p=$((20000 + RANDOM % 12000)); port_free "$p" && { echo "$p"; return; }; done; }
-amqp=$(pick); amqps=$(pick); dist=$(pick); ctl=$(pick); redis=$(pick); rediss=$(pick)
+# Spare ports below the ephemeral range, each distinct; `pick N` returns the
+# first of N free consecutive ones.
+taken=" "
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && [[ $taken != *" $1 "* ]]; }
+pick() {
+  local n=${1:-1} p i ok
+  while :; do
+    p=$((20000 + RANDOM % 12000)); ok=1
+    for ((i = 0; i < n; i++)); do port_free $((p + i)) || { ok=0; break; }; done
+    if [ "$ok" = 1 ]; then
+      for ((i = 0; i < n; i++)); do taken+="$((p + i)) "; done
+      picked=$p; return
+    fi
+  done
+}
 
 rabbit_env() {
   env HOME="$work/home" RABBITMQ_CONF_ENV_FILE="$work/rabbitmq-env.conf" \
@@ -39,6 +50,7 @@ rabbit_env() {
 
 cleanup() {
   set +e
+  [ -n "$work" ] || return 0
   if [ -f "$work/rabbit.pid" ]; then
     rabbit_env "$rmq/rabbitmqctl" -n "$node" -q stop "$work/rabbit.pid" >/dev/null 2>&1 \
       || kill -9 "$(cat "$work/rabbit.pid")" 2>/dev/null
@@ -48,6 +60,11 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
+work=$(mktemp -d /tmp/axn-tls-ab.XXXXXX)
+pick; amqp=$picked; pick; amqps=$picked; pick; dist=$picked; pick 10; ctl=$picked
+pick; redis=$picked; pick; rediss=$picked
+echo "tls-ab: ports amqp=$amqp amqps=$amqps redis=$redis rediss=$rediss, files in $work" >&2
 
 # A CA and a certificate for localhost / 127.0.0.1.
 (
@@ -88,6 +105,10 @@ redis-server --port "$redis" --tls-port "$rediss" --bind 127.0.0.1 --save '' --a
   --tls-cert-file "$work/server.pem" --tls-key-file "$work/server.key" \
   --tls-ca-cert-file "$work/ca.pem" --tls-auth-clients no >/dev/null
 for _ in $(seq 100); do redis-cli -p "$redis" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+redis-cli -p "$redis" ping 2>/dev/null | grep -q PONG \
+  || { echo "tls-ab: redis-server did not start on $redis" >&2; exit 1; }
+redis-cli --tls --cacert "$work/ca.pem" -h localhost -p "$rediss" ping 2>/dev/null | grep -q PONG \
+  || { echo "tls-ab: redis-server's TLS port $rediss does not answer" >&2; exit 1; }
 
 export AXN_BENCH_BROKER_PID
 AXN_BENCH_BROKER_PID=$(cat "$work/rabbit.pid")

@@ -110,7 +110,7 @@ pub async fn cleanup(settings: &Settings) {
         let _ = conn.close(200, "cleanup".into()).await;
     }
     if let Err(e) = delete_keys(settings).await {
-        tracing::debug!(error = %format!("{e:#}"), "keys not removed");
+        tracing::warn!(error = %format!("{e:#}"), "keys not removed");
     }
 }
 

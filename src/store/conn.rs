@@ -147,67 +147,66 @@ impl Backend {
 
 /// The backend in use, rebuilt when `[redis.tls]`'s files change.
 pub(super) struct Swappable {
-    current: std::sync::RwLock<Backend>,
+    /// The backend and the rebuilds so far, under one lock: a generation is
+    /// always read together with the backend it counts.
+    current: std::sync::RwLock<(Backend, u64)>,
     watch: Option<TlsWatch>,
-    /// Rebuilds so far.
-    rebuilt: std::sync::atomic::AtomicU64,
 }
 
-/// How often, at most, `[redis.tls]`'s files are looked at.
+/// How often the running worker looks at `[redis.tls]`'s files
+/// ([`Store::reload_tls`]) and at the client certificates' expiry.
 pub const TLS_RECHECK: Duration = Duration::from_secs(10);
 
-/// Modification time and length of each of `[redis.tls]`'s files.
-type Stamp = Vec<Option<(std::time::SystemTime, u64)>>;
-
-/// `[redis.tls]`'s files as last seen, and when they were last looked at.
+/// `[redis.tls]`'s files' contents as last used (a digest).
 struct TlsWatch {
     settings: RedisSettings,
-    seen: std::sync::Mutex<(Stamp, std::time::Instant)>,
+    seen: std::sync::Mutex<u64>,
 }
 
 impl TlsWatch {
     fn new(settings: RedisSettings) -> Self {
-        let seen = Self::stamp(&settings.tls);
+        let seen = Self::digest(&settings.tls);
         TlsWatch {
             settings,
-            seen: std::sync::Mutex::new((seen, std::time::Instant::now())),
+            seen: std::sync::Mutex::new(seen),
         }
     }
 
-    fn stamp(files: &crate::config::TlsFiles) -> Stamp {
-        [&files.ca_file, &files.cert_file, &files.key_file]
-            .iter()
-            .map(|f| {
-                let m = std::fs::metadata(f.as_str()).ok()?;
-                Some((m.modified().ok()?, m.len()))
-            })
-            .collect()
+    /// The files' contents, hashed: a `touch` or a rewrite with the same
+    /// bytes is no change.
+    fn digest(files: &crate::config::TlsFiles) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for f in [&files.ca_file, &files.cert_file, &files.key_file] {
+            std::fs::read(f.as_str()).ok().hash(&mut h);
+        }
+        h.finish()
     }
 
-    /// A backend made with the changed files, when they changed since the
-    /// last look (at most one look per [`TLS_RECHECK`]; none while another
-    /// caller looks).
+    /// A backend made with the files, when their contents changed since
+    /// they were last used and they form a usable set (a certificate with
+    /// its own key: a pair caught half-written is not used, and tried again
+    /// when the files change again).
     fn changed(&self) -> Option<Backend> {
-        let mut seen = self.seen.try_lock().ok()?;
-        if seen.1.elapsed() < TLS_RECHECK {
+        let now = Self::digest(&self.settings.tls);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == now {
             return None;
         }
-        seen.1 = std::time::Instant::now();
-        let now = Self::stamp(&self.settings.tls);
-        if now == seen.0 {
-            return None;
-        }
-        seen.0 = now;
-        match Backend::new(&self.settings) {
+        *seen = now;
+        let built = crate::tls::load("Redis", &self.settings.tls)
+            .map_err(|e| e.to_string())
+            .and_then(|_| Backend::new(&self.settings).map_err(|e| e.to_string()));
+        match built {
             Ok(b) => {
                 tracing::info!(
                     cert_file = %self.settings.tls.cert_file,
-                    "Redis TLS: the files changed; new connections use them"
+                    "Redis TLS: the files changed; the next connections use them"
                 );
                 Some(b)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "Redis TLS: the changed files cannot be used yet; keeping the connection in use");
+                tracing::warn!(error = %e, "Redis TLS: the changed files cannot be used yet; keeping the current ones");
                 None
             }
         }
@@ -215,37 +214,34 @@ impl TlsWatch {
 }
 
 impl Swappable {
-    /// The backend to use now (rebuilt first if the TLS files changed).
+    /// The backend to use now.
     pub(super) fn get(&self) -> Backend {
-        if let Some(w) = &self.watch
-            && let Some(fresh) = w.changed()
-        {
-            *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-            self.rebuilt
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The backend in use, without looking at the files.
-    pub(super) fn peek(&self) -> Backend {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .0
             .clone()
     }
 
     /// Rebuilds so far, in the high half; the Sentinel moves in the low.
     pub(super) fn generation(&self) -> u64 {
-        let rebuilt = self.rebuilt.load(std::sync::atomic::Ordering::SeqCst);
-        let moves = match &*self.current.read().unwrap_or_else(|p| p.into_inner()) {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let moves = match &current.0 {
             Backend::Sentinel(s) => s.generation(),
             _ => 0,
         };
-        (rebuilt << 32) | (moves & 0xffff_ffff)
+        (current.1 << 32) | (moves & 0xffff_ffff)
+    }
+
+    /// Moves to a backend made with `[redis.tls]`'s files if they changed.
+    fn reload(&self) -> bool {
+        let Some(fresh) = self.watch.as_ref().and_then(TlsWatch::changed) else {
+            return false;
+        };
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let rebuilt = current.1 + 1;
+        *current = (fresh, rebuilt);
+        true
     }
 }
 
@@ -254,14 +250,12 @@ impl Store {
     /// a Redis that is down at start-up only makes the worker not ready.
     pub fn new(settings: &RedisSettings) -> redis::RedisResult<Self> {
         let backend = Backend::new(settings)?;
-        // Client certificates rotate (cert-manager, Vault): a Redis that
-        // closes the connection gets a new one made with the current files.
+        // Client certificates rotate (cert-manager, Vault): see `reload_tls`.
         let watch = (!settings.tls.is_empty()).then(|| TlsWatch::new(settings.clone()));
         Ok(Store {
             backend: Arc::new(Swappable {
-                current: std::sync::RwLock::new(backend),
+                current: std::sync::RwLock::new((backend, 0)),
                 watch,
-                rebuilt: Default::default(),
             }),
             keys: Keys::new(settings.key_prefix.clone()),
             replicas: Arc::new(ReplicaWait::new(
@@ -276,8 +270,18 @@ impl Store {
         &self.keys
     }
 
+    /// When `[redis.tls]`'s files changed (and form a usable set), moves to
+    /// connections made with them: commands already sent finish on the old
+    /// connection, which then closes; the next ones use a new connection.
+    /// A message whose writes went to the old connection and that waits for
+    /// replicas is retried (its `WAIT` would prove nothing). The worker calls
+    /// this every [`TLS_RECHECK`]; returns whether it moved.
+    pub fn reload_tls(&self) -> bool {
+        self.backend.reload()
+    }
+
     pub(super) fn is_cluster(&self) -> bool {
-        matches!(self.backend.peek(), Backend::Cluster { .. })
+        matches!(self.backend.get(), Backend::Cluster { .. })
     }
 
     /// A live connection (connecting to the cluster on first use).
@@ -401,6 +405,11 @@ impl Store {
         }
         let mine = w.started.fetch_add(1, Ordering::SeqCst) + 1;
         let mut covered = w.covered.lock().await;
+        // Again under the lock: a WAIT another caller made after a move
+        // counts this caller but not the connection its writes went to.
+        if self.generation() != generation {
+            return Err(moved());
+        }
         if *covered >= mine {
             return Ok(());
         }

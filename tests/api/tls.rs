@@ -363,6 +363,14 @@ async fn wrong_ca_missing_client_certificate_and_bad_files_are_refused() {
             "cert_file and key_file go together",
         ),
         (
+            // A pair caught half-rotated: the certificate with another key.
+            vec![
+                ("AXN__AMQP__TLS__CERT_FILE", pki.client_cert.as_str()),
+                ("AXN__AMQP__TLS__KEY_FILE", pki.server_key.as_str()),
+            ],
+            "is not the key of cert_file",
+        ),
+        (
             vec![
                 ("AXN__REDIS__TLS__CA_FILE", pki.ca.as_str()),
                 ("AXN__REDIS__URL", "redis://127.0.0.1:6379/0"),
@@ -772,14 +780,16 @@ fn redis_tls_args(pki: &Pki, tls_port: u16) -> Vec<String> {
     .collect()
 }
 
-/// redis-cli against a TLS port of the tests', with the client certificate.
-fn redis_cli_tls(pki: &Pki, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
+/// redis-cli against a TLS port of the tests', with the client certificate
+/// (a child process awaited: the worker under test shares this runtime).
+async fn redis_cli_tls(pki: &Pki, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("redis-cli")
         .args(["--tls", "--cacert", &pki.ca, "--cert", &pki.client_cert])
         .args(["--key", &pki.client_key])
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
+        .await
         .expect("redis-cli is installed");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
@@ -787,7 +797,8 @@ fn redis_cli_tls(pki: &Pki, args: &[&str]) -> String {
 /// Waits until a TLS redis-server answers PING on `port`.
 async fn until_tls_answers(pki: &Pki, port: u16) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while redis_cli_tls(pki, &["-h", "localhost", "-p", &port.to_string(), "PING"]) != "PONG" {
+    while redis_cli_tls(pki, &["-h", "localhost", "-p", &port.to_string(), "PING"]).await != "PONG"
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the TLS redis-server on {port} answers"
@@ -797,9 +808,9 @@ async fn until_tls_answers(pki: &Pki, port: u16) {
 }
 
 /// Waits until `HGET key field` through `read` says `want`.
-async fn until_hget(read: impl Fn() -> String, want: &str, what: &str) {
+async fn until_hget(read: impl AsyncFn() -> String, want: &str, what: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while read() != want {
+    while read().await != want {
         assert!(std::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -863,7 +874,8 @@ async fn a_sentinel_and_its_master_over_mutual_tls() {
                 "get-master-addr-by-name",
                 "axnm",
             ],
-        );
+        )
+        .await;
         if addr.starts_with("localhost") {
             break;
         }
@@ -895,7 +907,7 @@ async fn a_sentinel_and_its_master_over_mutual_tls() {
     let key = app.key("PrivateNumber_user_phone");
     let mp = master_port.to_string();
     until_hget(
-        || redis_cli_tls(&pki, &["-h", "localhost", "-p", &mp, "HGET", &key, "74707"]),
+        async || redis_cli_tls(&pki, &["-h", "localhost", "-p", &mp, "HGET", &key, "74707"]).await,
         "13812345670",
         "the phone change reached the master over TLS",
     )
@@ -913,6 +925,15 @@ async fn a_redis_cluster_over_mutual_tls() {
     let pki = pki_for(2040, &["localhost"]);
     let dir = std::env::temp_dir().join(format!("axn-tls-cluster-{}", unique_id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // Declared first, dropped last: the nodes are killed before their
+    // directory goes, also when the test fails.
+    struct Gone(PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(dir.clone());
     let mut nodes = Vec::new();
     let mut ports = Vec::new();
     for i in 0..3 {
@@ -944,13 +965,6 @@ async fn a_redis_cluster_over_mutual_tls() {
         nodes.push(own_redis_with(0, &args).await);
         ports.push(port);
     }
-    struct Gone(PathBuf);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _gone = Gone(dir.clone());
     for p in &ports {
         until_tls_answers(&pki, *p).await;
     }
@@ -958,12 +972,13 @@ async fn a_redis_cluster_over_mutual_tls() {
     create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
     create.push("--cluster-yes".into());
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
-    let said = redis_cli_tls(&pki, &create);
+    let said = redis_cli_tls(&pki, &create).await;
     assert!(said.contains("All 16384 slots covered"), "{said}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     for p in &ports {
         let p = p.to_string();
         while !redis_cli_tls(&pki, &["-h", "localhost", "-p", &p, "CLUSTER", "INFO"])
+            .await
             .contains("cluster_state:ok")
         {
             assert!(std::time::Instant::now() < deadline, "cluster ok at {p}");
@@ -995,7 +1010,9 @@ async fn a_redis_cluster_over_mutual_tls() {
     let p0 = ports[0].to_string();
     for (i, u) in users.iter().enumerate() {
         until_hget(
-            || redis_cli_tls(&pki, &["-c", "-h", "localhost", "-p", &p0, "HGET", &key, u]),
+            async || {
+                redis_cli_tls(&pki, &["-c", "-h", "localhost", "-p", &p0, "HGET", &key, u]).await
+            },
             &format!("1381234568{i}"),
             "the phone change reached the cluster over TLS",
         )
