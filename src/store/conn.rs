@@ -263,6 +263,7 @@ impl Store {
                 Duration::from_millis(settings.wait_timeout_ms),
             )),
             signing_key: Default::default(),
+            prune: Default::default(),
         })
     }
 

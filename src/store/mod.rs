@@ -39,4 +39,6 @@ pub struct Store {
     replicas: Arc<conn::ReplicaWait>,
     /// The header-signing key, once read from Redis (it never changes).
     signing_key: Arc<std::sync::OnceLock<SigningKey>>,
+    /// When the next XB unbind prunes the unbound bindings.
+    prune: Arc<xb::PruneClock>,
 }

@@ -19,6 +19,40 @@ static CALL_RENEW: LazyLock<Script> =
 static AXS_CLEAR: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/axs_clear.lua")));
 
+/// When an unbind also prunes `PrivateNumber_xb_unbound` past the
+/// retention: every [`PRUNE_EVERY`]th unbind of this process, and any unbind
+/// a second or more after the last prune (so a slow trickle prunes too).
+/// Each prune removes up to 100 entries: at any steady rate that is far
+/// more than the one entry each unbind adds, and most unbinds skip the
+/// range query (a quarter of the script's cost; docs/performance.md).
+#[derive(Default)]
+pub(super) struct PruneClock {
+    calls: std::sync::atomic::AtomicU64,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+pub(super) const PRUNE_EVERY: u64 = 16;
+
+impl PruneClock {
+    pub(super) fn due(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if self.calls.fetch_add(1, Relaxed) % PRUNE_EVERY == 0 {
+            self.last_ms.store(now_ms, Relaxed);
+            return true;
+        }
+        // A second since the last prune: this one prunes (one caller wins).
+        let last = self.last_ms.load(Relaxed);
+        now_ms.saturating_sub(last) >= 1000
+            && self
+                .last_ms
+                .compare_exchange(last, now_ms, Relaxed, Relaxed)
+                .is_ok()
+    }
+}
+
 /// What an XB unbind found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnbindResult {
@@ -53,6 +87,7 @@ impl Store {
     ) -> redis::RedisResult<UnbindResult> {
         let mut c = self.conn().await?;
         let k = &self.keys;
+        let prune = self.prune.due();
         if !self.is_cluster() {
             let r: String = XB_UNBIND
                 .key(k.xb())
@@ -63,6 +98,7 @@ impl Store {
                 .arg(tel_x)
                 .arg(now)
                 .arg(retention_secs)
+                .arg(if prune { "1" } else { "0" })
                 .invoke_async(&mut c)
                 .await?;
             return Ok(match r.as_str() {
@@ -75,15 +111,19 @@ impl Store {
         // Cluster: the script's steps one by one; HDEL from the bound hash
         // comes last, so a redelivery after a partial run redoes the rest.
         let cutoff = now.saturating_sub(retention_secs);
-        let old: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(k.xb_unbound_index())
-            .arg("-inf")
-            .arg(cutoff)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(100)
-            .query_async(&mut c)
-            .await?;
+        let old: Vec<String> = if prune {
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(k.xb_unbound_index())
+                .arg("-inf")
+                .arg(cutoff)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(100)
+                .query_async(&mut c)
+                .await?
+        } else {
+            Vec::new()
+        };
         if !old.is_empty() {
             let _: () = c.hdel(k.xb_unbound(), &old).await?;
             let _: () = c.zrem(k.xb_unbound_index(), &old).await?;

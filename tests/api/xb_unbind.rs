@@ -181,3 +181,48 @@ async fn unbound_bindings_past_the_retention_are_pruned() {
         "pruned after the retention"
     );
 }
+
+/// At a steady unbind rate the unbound bindings stay bounded: unbinds prune
+/// every few calls (and after a second without one), up to 100 entries each
+/// time, so the entries past the retention are gone by the next wave.
+#[tokio::test]
+async fn the_unbound_bindings_stay_bounded_at_a_steady_rate() {
+    let app = spawn_app_with(|s| s.redis.unbound_retention_secs = 1).await;
+    let waves = 3;
+    for w in 0..waves {
+        for i in 0..100u64 {
+            app.put_binding(&format!("w{w}-{i}"), 1000 + i, 1000 + i).await;
+        }
+    }
+    for w in 0..waves {
+        let bodies: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!(r#"{{"subId":"w{w}-{i}","telX":"17111526089"}}"#).into_bytes())
+            .collect();
+        app.publish_many(QueueKind::XbUnbind, &bodies).await;
+        app.drained().await;
+        if w + 1 < waves {
+            tokio::time::sleep(Duration::from_millis(2100)).await;
+        }
+    }
+    let mut r = app.redis.clone();
+    let left: Vec<String> = redis::cmd("HKEYS")
+        .arg(app.key("PrivateNumber_xb_unbound"))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(
+        !left.iter().any(|k| k.starts_with("w0-")),
+        "the first wave, past the retention, is pruned: {} left",
+        left.len()
+    );
+    assert!(
+        left.iter().filter(|k| k.starts_with("w2-")).count() == 100,
+        "the last wave is kept"
+    );
+    let indexed: u64 = redis::cmd("ZCARD")
+        .arg(app.key("PrivateNumber_xb_unbound_at"))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(indexed as usize, left.len(), "the index matches the hash");
+}

@@ -1,14 +1,17 @@
 -- Moves an XB binding to the unbound hash; clears the agent's user_axs field
 -- when it is this XB binding. Idempotent: a second run finds it unbound.
 -- KEYS: 1 xb hash, 2 xb_unbound hash, 3 xb_unbound index zset, 4 user_axs hash
--- ARGV: 1 subId, 2 telX (normalized), 3 now (epoch s), 4 retention (s)
+-- ARGV: 1 subId, 2 telX (normalized), 3 now (epoch s), 4 retention (s),
+--       5 '1' to prune this time (the caller prunes every few calls)
 local now = tonumber(ARGV[3])
 
 -- Prune unbound bindings past the retention, a bounded number per call.
-local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]), 'LIMIT', 0, 100)
-if #old > 0 then
-  redis.call('HDEL', KEYS[2], unpack(old))
-  redis.call('ZREM', KEYS[3], unpack(old))
+if ARGV[5] == '1' then
+  local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]), 'LIMIT', 0, 100)
+  if #old > 0 then
+    redis.call('HDEL', KEYS[2], unpack(old))
+    redis.call('ZREM', KEYS[3], unpack(old))
+  end
 end
 
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
