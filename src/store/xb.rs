@@ -39,7 +39,7 @@ impl PruneClock {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        if self.calls.fetch_add(1, Relaxed) % PRUNE_EVERY == 0 {
+        if self.calls.fetch_add(1, Relaxed).is_multiple_of(PRUNE_EVERY) {
             self.last_ms.store(now_ms, Relaxed);
             return true;
         }
