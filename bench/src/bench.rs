@@ -77,6 +77,9 @@ pub struct BenchOptions {
     /// BindAxByplatform + GetCallNumber + ReleaseTelX.
     pub platform: bool,
     pub clients: usize,
+    /// Measure the worker on an empty Redis and on one filled to
+    /// production size (this factor of the FILL_* counts) instead.
+    pub fill: Option<f64>,
 }
 
 /// One throughput measurement.
@@ -1016,6 +1019,60 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 opts.rate,
                 opts.duration.as_secs()
             );
+        } else if let Some(scale) = opts.fill {
+            // The worker on an empty Redis and on one filled to production
+            // size, alternating; medians with --repeat.
+            let (mut empty, mut filled, mut fills) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..opts.repeat.max(1) {
+                empty.push(measure_worker(opts, &settings, &channel, &mut redis).await?);
+                namespace::cleanup(&settings).await;
+                topology::declare(&conn, &settings).await?;
+                fills.push(fill(&mut redis, &settings, scale).await?);
+                filled.push(measure_worker(opts, &settings, &channel, &mut redis).await?);
+                namespace::cleanup(&settings).await;
+                topology::declare(&conn, &settings).await?;
+            }
+            let m = |v: &[Throughput], f: fn(&Throughput) -> f64| median(v.iter().map(f));
+            let (re, rf) = (m(&empty, Throughput::rate), m(&filled, Throughput::rate));
+            let (ce, cf) = (
+                m(&empty, Throughput::cpu_us_per_message),
+                m(&filled, Throughput::cpu_us_per_message),
+            );
+            let redis_us = |t: &Throughput| t.redis_us_per_message().unwrap_or(f64::NAN);
+            let (xe, xf) = (m(&empty, redis_us), m(&filled, redis_us));
+            let f = fills.last().cloned().unwrap_or_default();
+            let b = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
+            report += &format!(
+                "| production size | {} worker(s), prefetch {prefetch} | {} messages{} on an empty Redis and on one holding {} live XB bindings, {} unbound, {} call-log marks, {} pool numbers (3 platforms), {} users with phones and blacklists | drain {re:.0} -> {rf:.0} msg/s (ratio {:.2}); worker CPU {ce:.1} -> {cf:.1} µs/msg (ratio {:.2}); Redis CPU {xe:.1} -> {xf:.1} µs/msg (ratio {:.2}) | fill {:.0} s, Redis used_memory +{:.0} MiB; MEMORY USAGE: {} B per live binding (hash field), {} B per unbound one (with its index entry), {} B per mark, {} B per pool number, {} B per user's phone zset | peak RSS {:.1} MiB |\n",
+                opts.workers,
+                opts.messages,
+                match opts.only {
+                    Some(k) => format!(" ({})", k.key()),
+                    None => " (40/30/20/10 mix)".into(),
+                },
+                f.xb,
+                f.unbound,
+                f.marks,
+                f.pool,
+                f.users,
+                rf / re,
+                cf / ce,
+                xf / xe,
+                f.seconds,
+                (f.used_after.saturating_sub(f.used_before)) as f64 / 1048576.0,
+                b(f.per_binding),
+                b(f.per_unbound),
+                b(f.per_mark),
+                b(f.per_number),
+                b(f.per_user_phones),
+                filled
+                    .iter()
+                    .chain(&empty)
+                    .map(|w| w.peak_rss_kib)
+                    .max()
+                    .unwrap_or(0) as f64
+                    / 1024.0
+            );
         } else {
             // Worker and bare drains alternate, so both see the same
             // conditions; with --repeat the medians are reported.
@@ -1182,4 +1239,152 @@ mod tests {
         let (_, used) = broker_cpu().expect("the local RabbitMQ server's beam.smp in /proc");
         assert!(used > 0.0, "a running broker has used some CPU: {used}");
     }
+}
+
+/// Production-size state (`--fill`): what a company's Redis holds besides
+/// the bench's own load, at `scale` x these counts.
+pub const FILL_XB: usize = 1_000_000;
+pub const FILL_UNBOUND: usize = 1_000_000;
+pub const FILL_MARKS: usize = 1_000_000;
+pub const FILL_POOL: usize = 100_000;
+pub const FILL_USERS: usize = 100_000;
+
+/// What the fill wrote and what it costs Redis.
+#[derive(Debug, Clone, Default)]
+pub struct Fill {
+    pub xb: usize,
+    pub unbound: usize,
+    pub marks: usize,
+    pub pool: usize,
+    pub users: usize,
+    pub seconds: f64,
+    /// `INFO memory` used_memory before and after, bytes.
+    pub used_before: u64,
+    pub used_after: u64,
+    /// `MEMORY USAGE` (bytes) of one live binding's field, one mark key, one
+    /// pool number's record, one user's phone history zset, sampled.
+    pub per_binding: Option<u64>,
+    /// An unbound binding: its hash field and its retention index entry.
+    pub per_unbound: Option<u64>,
+    pub per_mark: Option<u64>,
+    pub per_number: Option<u64>,
+    pub per_user_phones: Option<u64>,
+}
+
+async fn used_memory(redis: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(redis).await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// Fills Redis under the bench's prefix to production size (`scale` x the
+/// FILL_* counts), through pipelines of 5,000 commands; the pool numbers
+/// through the worker's own import, as `axn-worker pool import` adds them.
+pub async fn fill(
+    redis: &mut redis::aio::MultiplexedConnection,
+    settings: &Settings,
+    scale: f64,
+) -> anyhow::Result<Fill> {
+    let n = |base: usize| ((base as f64 * scale).round() as usize).max(1);
+    let keys = Keys::new(settings.redis.key_prefix.clone());
+    let started = Instant::now();
+    let mut out = Fill {
+        xb: n(FILL_XB),
+        unbound: n(FILL_UNBOUND),
+        marks: n(FILL_MARKS),
+        pool: n(FILL_POOL),
+        users: n(FILL_USERS),
+        used_before: used_memory(redis).await?,
+        ..Fill::default()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let binding = |sub: &str, i: usize| {
+        json!({"subId": sub, "platId": 3, "userId": 10_000_000 + i, "telX": format!("171{:08}", i % 100_000_000),
+               "telB": format!("137{:08}", i % 100_000_000), "mapClassId": 1, "mapId": 20_000_000 + i,
+               "contactMapClassId": 0, "contactId": 0, "boundAt": now, "expiresAt": now + 86_400})
+        .to_string()
+    };
+    let ttl = settings.redis.calllog_dedupe_ttl_secs.max(1);
+    let step = 5_000;
+    let mut i = 0;
+    while i < out.xb.max(out.unbound).max(out.marks).max(out.users) {
+        let mut p = redis::pipe();
+        for j in i..i + step {
+            if j < out.xb {
+                p.hset(
+                    keys.xb(),
+                    format!("fill-xb-{j}"),
+                    binding(&format!("fill-xb-{j}"), j),
+                )
+                .ignore();
+            }
+            if j < out.unbound {
+                let sub = format!("fill-ub-{j}");
+                let b = binding(&sub, j);
+                let stamped = format!("{},\"unboundAt\":{now}}}", &b[..b.len() - 1]);
+                p.hset(keys.xb_unbound(), &sub, stamped).ignore();
+                p.zadd(keys.xb_unbound_index(), &sub, now).ignore();
+            }
+            if j < out.marks {
+                p.set_ex(keys.calllog(&format!("fill-call-{j}")), "1", ttl)
+                    .ignore();
+            }
+            if j < out.users {
+                let uid = 90_000_000 + j as u64;
+                let (phone, old) = (format!("136{:08}", j), format!("135{:08}", j));
+                p.hset(keys.user_phone(), uid, &phone).ignore();
+                p.zadd(keys.user_phones(uid), &old, now - 86_400).ignore();
+                p.zadd(keys.user_phones(uid), &phone, now).ignore();
+                p.hset(keys.phone_user(), &phone, uid).ignore();
+                p.hset(keys.phone_user(), &old, uid).ignore();
+                p.sadd(keys.black(uid, 0), format!("134{:08}", j)).ignore();
+            }
+        }
+        let _: () = p.query_async(redis).await?;
+        i += step;
+    }
+    // The pool: three platforms, through the worker's import script.
+    let store = axn_worker::store::Store::new(&settings.redis)?;
+    for chunk in (0..out.pool).collect::<Vec<_>>().chunks(500) {
+        let imports = chunk.iter().map(|j| {
+            let store = store.clone();
+            let number = format!("170{:08}", j);
+            async move {
+                store
+                    .import_number(&number, 1 + (*j % 3) as u32, 1, 1, now)
+                    .await
+            }
+        });
+        for r in futures_util::future::join_all(imports).await {
+            r?;
+        }
+    }
+    out.seconds = started.elapsed().as_secs_f64();
+    out.used_after = used_memory(redis).await?;
+    let usage = async |redis: &mut redis::aio::MultiplexedConnection, key: String| -> Option<u64> {
+        redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(1000)
+            .query_async::<Option<u64>>(redis)
+            .await
+            .ok()
+            .flatten()
+    };
+    // A hash's cost per field: its usage over its field count.
+    out.per_binding = usage(redis, keys.xb()).await.map(|b| b / out.xb as u64);
+    let unbound = usage(redis, keys.xb_unbound()).await;
+    let index = usage(redis, keys.xb_unbound_index()).await;
+    out.per_unbound = unbound
+        .zip(index)
+        .map(|(h, z)| (h + z) / out.unbound as u64);
+    out.per_mark = usage(redis, keys.calllog("fill-call-0")).await;
+    out.per_number = usage(redis, keys.number("17000000000")).await;
+    out.per_user_phones = usage(redis, keys.user_phones(90_000_000)).await;
+    Ok(out)
 }

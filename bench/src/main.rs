@@ -68,6 +68,12 @@ struct Args {
     /// Concurrent clients in --platform mode.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Measure the worker on an empty Redis and on one filled to
+    /// production size first: 10^6 live XB bindings, 10^6 unbound ones,
+    /// 10^6 call-log marks, 10^5 pool numbers, 10^5 users (times this
+    /// factor; --fill alone: 1). Reports both, and Redis's memory per item.
+    #[arg(long, value_name = "SCALE", num_args = 0..=1, default_missing_value = "1")]
+    fill: Option<f64>,
     /// Prefix of the bench's queue names and Redis keys, so that two
     /// benches (or a bench and the tests) can share a broker.
     #[arg(long, default_value = "axn-bench")]
@@ -121,6 +127,7 @@ fn run(a: Args) -> anyhow::Result<()> {
         namespace: a.namespace,
         platform: a.platform,
         clients: a.clients,
+        fill: a.fill.filter(|f| *f > 0.0),
     };
     axn_worker::cli::runtime()?.block_on(bench::run(&settings, &opts, &mut std::io::stdout()))
 }

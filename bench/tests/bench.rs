@@ -230,3 +230,64 @@ async fn the_tls_side_by_side_script_runs_both_modes_and_cleans_up() {
         "its broker node left running: {ps}"
     );
 }
+
+/// `--fill`, small: the worker measured on an empty Redis and on one filled
+/// (a thousandth of production size), the memory figures reported, and the
+/// fill removed afterwards.
+#[tokio::test]
+async fn the_production_size_mode_reports_both_states_and_cleans_up() {
+    let namespace = format!("{}-fill", unique_id());
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(BIN)
+            .args(["--config", CONFIG, "--namespace", &namespace])
+            .args(["-n", "1000", "--fill", "0.001"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("bench finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| production size |"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        row.contains(
+            "holding 1000 live XB bindings, 1000 unbound, 1000 call-log marks, 100 pool numbers"
+        ),
+        "{row}"
+    );
+    for what in ["drain ", "worker CPU ", "Redis CPU "] {
+        assert!(
+            row.contains(what) && row.contains("(ratio "),
+            "{what}: {row}"
+        );
+    }
+    let per = |label: &str| -> u64 {
+        let end = row.find(label).unwrap_or_else(|| panic!("{label}: {row}"));
+        row[..end]
+            .rsplit(' ')
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a number before {label}: {row}"))
+    };
+    for label in ["B per live binding", "B per mark", "B per pool number"] {
+        let bytes = per(label);
+        assert!((40..2000).contains(&bytes), "{label}: {bytes}: {row}");
+    }
+    let mut redis = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis.keys(format!("{namespace}:*")).await.unwrap();
+    assert!(keys.is_empty(), "fill keys left: {}", keys.len());
+}

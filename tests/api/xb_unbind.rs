@@ -191,7 +191,8 @@ async fn the_unbound_bindings_stay_bounded_at_a_steady_rate() {
     let waves = 3;
     for w in 0..waves {
         for i in 0..100u64 {
-            app.put_binding(&format!("w{w}-{i}"), 1000 + i, 1000 + i).await;
+            app.put_binding(&format!("w{w}-{i}"), 1000 + i, 1000 + i)
+                .await;
         }
     }
     for w in 0..waves {
