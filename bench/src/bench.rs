@@ -80,6 +80,8 @@ pub struct BenchOptions {
     /// Measure the worker on an empty Redis and on one filled to
     /// production size (this factor of the FILL_* counts) instead.
     pub fill: Option<f64>,
+    /// Measure an expiry storm of this many XB bindings instead.
+    pub expiry_storm: Option<usize>,
 }
 
 /// One throughput measurement.
@@ -1019,6 +1021,26 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
                 opts.rate,
                 opts.duration.as_secs()
             );
+        } else if let Some(n) = opts.expiry_storm {
+            let s = measure_storm(opts, &settings, n).await?;
+            report += &format!(
+                "| expiry storm | {} worker(s), {} GetCallNumber clients | {} XB bindings due at the same second | published in {:.2} s ({:.0} expiries/s), unbound in {:.2} s; MQ108 published {} and consumed {} times for {} bindings | GetCallNumber during the storm p50 {:.2} ms, p99 {:.2} ms ({} calls) | |\n",
+                opts.workers,
+                opts.clients.max(1),
+                s.bindings,
+                s.published_secs,
+                s.bindings as f64 / s.published_secs,
+                s.unbound_secs,
+                s.published,
+                s.acked,
+                s.bindings,
+                s.get_call_p50,
+                s.get_call_p99,
+                s.get_calls
+            );
+            if s.published != s.bindings as u64 || s.acked != s.bindings as u64 {
+                bail!("{report}each expired binding must be published and consumed exactly once");
+            }
         } else if let Some(scale) = opts.fill {
             // The worker on an empty Redis and on one filled to production
             // size, alternating; medians with --repeat.
@@ -1387,4 +1409,144 @@ pub async fn fill(
     out.per_number = usage(redis, keys.number("17000000000")).await;
     out.per_user_phones = usage(redis, keys.user_phones(90_000_000)).await;
     Ok(out)
+}
+
+/// An expiry storm (`--expiry-storm N`): N XB bindings due at the same
+/// second while `clients` loops keep calling GetCallNumber.
+#[derive(Debug, Clone)]
+pub struct Storm {
+    pub bindings: usize,
+    /// From the storm's write to the last MQ108 confirmed (the expiry
+    /// index empty), and to the last binding unbound by the consumer.
+    pub published_secs: f64,
+    pub unbound_secs: f64,
+    /// MQ108s the platform counted, and XB unbind deliveries acked.
+    pub published: u64,
+    pub acked: u64,
+    pub get_call_p50: f64,
+    pub get_call_p99: f64,
+    pub get_calls: usize,
+}
+
+async fn measure_storm(
+    opts: &BenchOptions,
+    settings: &Settings,
+    n: usize,
+) -> anyhow::Result<Storm> {
+    use axn_worker::platform::{BASE_A, BASE_B};
+    let clients = opts.clients.max(1);
+    let store = axn_worker::store::Store::new(&settings.redis)?;
+    let keys = store.keys().clone();
+    let url = settings.redis.url.single_url()?;
+    let mut redis =
+        axn_worker::store::client(url, url.starts_with("rediss://"), &settings.redis.tls)?
+            .get_multiplexed_async_connection()
+            .await?;
+    for c in 0..clients {
+        store
+            .import_number(&format!("{}", 17_900_000_000u64 + c as u64), 3, 1, 1, 0)
+            .await?;
+        let _: () = redis
+            .hset(keys.user_phone(), 900_000 + c, format!("138{:08}", c))
+            .await?;
+    }
+    let workers = Workers::start(opts, settings)?;
+    let ready = Instant::now() + Duration::from_secs(30);
+    while !workers.all_ready().await {
+        if Instant::now() > ready {
+            workers.stop();
+            bail!("the workers did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ports: Vec<u16> = workers.children.iter().map(|(_, p)| *p).collect();
+    // The GetCallNumber load: each client binds once, then asks again and
+    // again (the binding exists: the answer comes from Redis alone).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (port, stop) = (ports[c % ports.len()], Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let user = 900_000 + c;
+            let mut latencies = Vec::new();
+            let (status, body) = probe::http_get(addr, &format!("{BASE_B}/BindAxByplatform?userId={user}&platformID=3")).await?;
+            anyhow::ensure!(status == 200 && body.contains("\"ResultCode\":2000"), "BindAxByplatform: {body}");
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let t = Instant::now();
+                let (status, body) = probe::http_get(addr, &format!("{BASE_A}/GetCallNumber?xbid={i}&userid={user}&Mapclassid=1&Mapid={i}&Mobile=13700000000&expiration=3600")).await?;
+                anyhow::ensure!(status == 200 && body.contains("\"ResultCode\":2000"), "GetCallNumber: {body}");
+                latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The storm: n bindings, all due now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let mut p = redis::pipe();
+        for i in chunk {
+            let sub = format!("storm-{i}");
+            let b = json!({"subId": sub, "platId": 3, "userId": 5_000_000 + i, "telA": "13470111234",
+                           "telX": format!("171{:08}", i), "telB": format!("137{:08}", i),
+                           "mapClassId": 1, "mapId": i, "boundAt": now - 60, "expiresAt": now});
+            p.hset(keys.xb(), &sub, b.to_string()).ignore();
+            p.zadd(keys.xb_expiry(), &sub, now).ignore();
+        }
+        let _: () = p.query_async(&mut redis).await?;
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(600);
+    let mut published_secs = None;
+    let unbound_secs = loop {
+        // Due: the storm's (the clients' own bindings expire in an hour).
+        let due: u64 = redis.zcount(keys.xb_expiry(), "-inf", now + 60).await?;
+        if due == 0 && published_secs.is_none() {
+            published_secs = Some(started.elapsed().as_secs_f64());
+        }
+        let unbound: u64 = redis.hlen(keys.xb_unbound()).await?;
+        if due == 0 && unbound >= n as u64 {
+            break started.elapsed().as_secs_f64();
+        }
+        if Instant::now() > deadline {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            workers.stop();
+            bail!("the storm did not end within 10 minutes ({due} due, {unbound} unbound)");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    // Quiet for a moment: a second copy of an MQ108 would arrive now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let published = workers.metric_sum("axn_platform_xb_expired_total").await as u64;
+    let acked = workers
+        .metric_sum("axn_messages_acked_total{queue=\"xb_unbind\"}")
+        .await as u64;
+    workers.stop();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok(Storm {
+        bindings: n,
+        published_secs: published_secs.unwrap_or(unbound_secs),
+        unbound_secs,
+        published,
+        acked,
+        get_call_p50: pct(0.50),
+        get_call_p99: pct(0.99),
+        get_calls: latencies.len(),
+    })
 }

@@ -74,6 +74,10 @@ struct Args {
     /// factor; --fill alone: 1). Reports both, and Redis's memory per item.
     #[arg(long, value_name = "SCALE", num_args = 0..=1, default_missing_value = "1")]
     fill: Option<f64>,
+    /// Measure an expiry storm: this many XB bindings due at the same
+    /// second, while --clients loops call GetCallNumber (e.g. 100000).
+    #[arg(long, value_name = "N")]
+    expiry_storm: Option<usize>,
     /// Prefix of the bench's queue names and Redis keys, so that two
     /// benches (or a bench and the tests) can share a broker.
     #[arg(long, default_value = "axn-bench")]
@@ -128,6 +132,7 @@ fn run(a: Args) -> anyhow::Result<()> {
         platform: a.platform,
         clients: a.clients,
         fill: a.fill.filter(|f| *f > 0.0),
+        expiry_storm: a.expiry_storm.filter(|n| *n > 0),
     };
     axn_worker::cli::runtime()?.block_on(bench::run(&settings, &opts, &mut std::io::stdout()))
 }

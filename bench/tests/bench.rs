@@ -291,3 +291,45 @@ async fn the_production_size_mode_reports_both_states_and_cleans_up() {
     let keys: Vec<String> = redis.keys(format!("{namespace}:*")).await.unwrap();
     assert!(keys.is_empty(), "fill keys left: {}", keys.len());
 }
+
+/// `--expiry-storm`, small: more bindings due at once than one expiry pass
+/// takes, each published and consumed exactly once (the bench fails
+/// otherwise), GetCallNumber measured meanwhile, nothing left behind.
+#[tokio::test]
+async fn the_expiry_storm_mode_publishes_each_once_and_cleans_up() {
+    let namespace = format!("{}-storm", unique_id());
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(BIN)
+            .args(["--config", CONFIG, "--namespace", &namespace])
+            .args(["--expiry-storm", "450", "--clients", "2"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("bench finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| expiry storm |"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        row.contains("MQ108 published 450 and consumed 450 times for 450 bindings"),
+        "{row}"
+    );
+    assert!(row.contains("GetCallNumber during the storm p50 "), "{row}");
+    let mut redis = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis.keys(format!("{namespace}:*")).await.unwrap();
+    assert!(keys.is_empty(), "storm keys left: {keys:?}");
+}

@@ -17,6 +17,10 @@ pub struct PlatformSettings {
     pub allow_unauthenticated: bool,
     pub xb_default_expiration_secs: u64,
     pub xb_expiry_interval_ms: u64,
+    /// At most this many MQ108 unbinds a second per replica while bindings
+    /// are due in bulk (an expiry storm): the rest wait for the next passes.
+    #[serde(default = "default_xb_expiry_max_per_sec")]
+    pub xb_expiry_max_per_sec: u32,
     pub max_body_bytes: usize,
     /// Platform id ("1", "2", "3") -> its carrier.
     pub carriers: std::collections::BTreeMap<String, CarrierKind>,
@@ -54,4 +58,8 @@ pub struct AliyunSettings {
     pub access_key_id: Secret,
     pub access_key_secret: Secret,
     pub timeout_secs: u64,
+}
+
+fn default_xb_expiry_max_per_sec() -> u32 {
+    6_000
 }

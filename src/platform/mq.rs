@@ -32,28 +32,40 @@ impl MqPublisher {
     }
 
     /// Publishes `body` (JSON, persistent) to `queue` and waits for the
-    /// broker's confirm.
+    /// broker's confirm. Concurrent calls share the connection and wait for
+    /// their confirms together (the lock is held only to find or make the
+    /// connection, never across a confirm).
     pub async fn publish(&self, queue: &str, body: &[u8]) -> anyhow::Result<()> {
-        let mut current = self.current.lock().await;
-        if current.is_none() {
-            let conn = Arc::new(
-                amqp::connect(&self.settings, &amqp::connection_name(Some("platform"))).await?,
-            );
-            let publisher =
-                Publisher::on_connection(Arc::clone(&conn), Vec::new(), Arc::clone(&self.health))
-                    .await?;
-            *current = Some((conn, publisher));
-        }
-        let Some((_, publisher)) = current.as_ref() else {
-            anyhow::bail!("no broker connection");
+        let (conn, publisher) = {
+            let mut current = self.current.lock().await;
+            if current.is_none() {
+                let conn = Arc::new(
+                    amqp::connect(&self.settings, &amqp::connection_name(Some("platform"))).await?,
+                );
+                let publisher = Publisher::on_connection(
+                    Arc::clone(&conn),
+                    Vec::new(),
+                    Arc::clone(&self.health),
+                )
+                .await?;
+                *current = Some((conn, publisher));
+            }
+            let Some((conn, publisher)) = current.as_ref() else {
+                anyhow::bail!("no broker connection");
+            };
+            (Arc::clone(conn), publisher.clone())
         };
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_app_id("axn-worker platform".into());
-        let result = publisher.publish("", queue, body, props).await;
-        if let Err(e) = result {
-            if let Some((conn, _)) = current.take() {
+        if let Err(e) = publisher.publish("", queue, body, props).await {
+            // Made again on the next call, unless another caller did so
+            // already (then the current one is not this failed one).
+            let mut current = self.current.lock().await;
+            if current.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, &conn)) {
+                current.take();
+                drop(current);
                 let _ = tokio::time::timeout(
                     crate::broker::CLOSE_TIMEOUT,
                     conn.close(200, "platform publisher reconnecting".into()),

@@ -19,6 +19,9 @@ use crate::{handlers::now_epoch, store::platform::Kind};
 /// How long a replica holds an expired binding it claimed before another may
 /// claim it (its unbind not confirmed meanwhile).
 const EXPIRY_LEASE_SECS: u64 = 30;
+/// XB bindings claimed and published per expiry pass (their confirms are
+/// awaited side by side; a full pass is followed by the next at once).
+pub const EXPIRY_BATCH: usize = 100;
 
 /// The longest XB binding GetCallNumber makes: a year, as an AX binding at
 /// the carrier (docs/platform-api.md, "Parameters and their ranges").
@@ -197,8 +200,14 @@ impl Platform {
         // Logged once per change: the first failure (and a different one)
         // at warn, the same again at debug, the recovery at info.
         let mut failing: Option<String> = None;
+        let max_rate = self.settings.platform.xb_expiry_max_per_sec.max(1) as f64;
         loop {
-            match self.expire_once().await {
+            let pass = std::time::Instant::now();
+            let result = self.expire_once().await;
+            // A full batch: more may be due (a storm of bindings made for
+            // the same expiry): the next pass at once, not after the interval.
+            let full = matches!(result, Ok(n) if n >= EXPIRY_BATCH);
+            match result {
                 Err(e) => {
                     let error = format!("{e:#}");
                     if failing.as_deref() == Some(error.as_str()) {
@@ -211,6 +220,16 @@ impl Platform {
                 Ok(_) if failing.take().is_some() => tracing::info!("XB expiry works again"),
                 Ok(_) => {}
             }
+            if full && !stop.is_cancelled() {
+                // Paced to `xb_expiry_max_per_sec`: a storm leaves the CPU
+                // it shares with the API room to answer.
+                let floor = Duration::from_secs_f64(EXPIRY_BATCH as f64 / max_rate);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(floor.saturating_sub(pass.elapsed())) => {}
+                }
+                continue;
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
@@ -218,28 +237,45 @@ impl Platform {
         }
     }
 
-    /// One pass: claims what is due, publishes each unbind, forgets it once
-    /// confirmed. Returns how many were published.
+    /// One pass: claims up to [`EXPIRY_BATCH`] due bindings, publishes
+    /// their unbinds together (confirms awaited side by side), forgets each
+    /// once confirmed. Returns how many it claimed; a failed publish leaves
+    /// its binding claimed until the lease ends, then it is due again.
     pub async fn expire_once(&self) -> anyhow::Result<usize> {
         let due = self
             .store
-            .claim_expired_xb(now_epoch(), EXPIRY_LEASE_SECS, 100)
+            .claim_expired_xb(now_epoch(), EXPIRY_LEASE_SECS, EXPIRY_BATCH)
             .await?;
-        let mut published = 0;
-        for (sub_id, binding) in due {
+        let claimed = due.len();
+        let queue = &self.settings.queues.xb_unbind.name;
+        let publishes = due.into_iter().map(|(sub_id, binding)| async move {
             let Some(message) = mq108(&binding) else {
                 // Unbound already (a carrier callback came), or unreadable.
-                self.store.forget_xb_expiry(&sub_id).await?;
-                continue;
+                return (sub_id, Ok(false));
             };
-            self.mq
-                .publish(&self.settings.queues.xb_unbind.name, message.as_bytes())
-                .await?;
-            self.store.forget_xb_expiry(&sub_id).await?;
-            self.metrics.platform_xb_expired();
-            published += 1;
+            let r = self.mq.publish(queue, message.as_bytes()).await;
+            (sub_id, r.map(|()| true))
+        });
+        let mut done = Vec::with_capacity(claimed);
+        let mut first_error = None;
+        for (sub_id, r) in futures_util::future::join_all(publishes).await {
+            match r {
+                Ok(published) => {
+                    if published {
+                        self.metrics.platform_xb_expired();
+                    }
+                    done.push(sub_id);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(published)
+        self.store.forget_xb_expiries(&done).await?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(claimed),
+        }
     }
 }
 

@@ -360,8 +360,16 @@ impl Store {
 
     /// An expired XB binding whose unbind was published (or that was unbound).
     pub async fn forget_xb_expiry(&self, sub_id: &str) -> redis::RedisResult<()> {
+        self.forget_xb_expiries(&[sub_id.to_owned()]).await
+    }
+
+    /// Expired XB bindings whose unbinds were published, in one ZREM.
+    pub async fn forget_xb_expiries(&self, sub_ids: &[String]) -> redis::RedisResult<()> {
+        if sub_ids.is_empty() {
+            return Ok(());
+        }
         let mut c = self.conn().await?;
-        c.zrem(self.keys.xb_expiry(), sub_id).await
+        c.zrem(self.keys.xb_expiry(), sub_ids).await
     }
 
     /// Adds a number to the pool; false when it is known already.
