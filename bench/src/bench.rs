@@ -999,7 +999,33 @@ pub async fn run(base: &Settings, opts: &BenchOptions, out: &mut dyn Write) -> a
     let prefetch = format!("{prefetch}, concurrency {concurrency}");
     let mut report = String::new();
     let result: anyhow::Result<()> = async {
-        if opts.platform {
+        if opts.platform && let Some(scale) = opts.fill {
+            // The binding API on an empty Redis and on one of production
+            // size (its pool 10^5 numbers over three platforms, and the rest).
+            let empty = measure_platform(opts, &settings).await?;
+            namespace::cleanup(&settings).await;
+            topology::declare(&conn, &settings).await?;
+            let f = fill(&mut redis, &settings, scale).await?;
+            let filled = measure_platform(opts, &settings).await?;
+            let rate = |p: &PlatformRun| p.cycles as f64 / p.seconds;
+            report += &format!(
+                "| platform API, production size | {} worker(s), {} clients, simulated carrier | {} cycles of BindAxByplatform + GetCallNumber + ReleaseTelX, on an empty Redis and on one holding {} pool numbers (3 platforms), {} live XB bindings, {} unbound, {} marks, {} users | {:.0} -> {:.0} cycles/s (ratio {:.2}) | GetCallNumber p99 {:.2} -> {:.2} ms | peak RSS {:.1} MiB |\n",
+                opts.workers,
+                empty.clients,
+                empty.cycles,
+                f.pool,
+                f.xb,
+                f.unbound,
+                f.marks,
+                f.users,
+                rate(&empty),
+                rate(&filled),
+                rate(&filled) / rate(&empty),
+                empty.p99,
+                filled.p99,
+                empty.peak_rss_kib.max(filled.peak_rss_kib) as f64 / 1024.0
+            );
+        } else if opts.platform {
             let p = measure_platform(opts, &settings).await?;
             report += &format!(
                 "| platform API | {} worker(s), {} clients, simulated carrier | {} cycles of BindAxByplatform + GetCallNumber + ReleaseTelX over HTTP | {:.0} cycles/s ({:.0} requests/s) | GetCallNumber p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms | peak RSS {:.1} MiB |\n",
