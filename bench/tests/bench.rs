@@ -237,28 +237,12 @@ async fn the_tls_side_by_side_script_runs_both_modes_and_cleans_up() {
 #[tokio::test]
 async fn the_production_size_mode_reports_both_states_and_cleans_up() {
     let namespace = format!("{}-fill", unique_id());
-    let out = tokio::time::timeout(
-        Duration::from_secs(300),
-        tokio::process::Command::new(BIN)
-            .args(["--config", CONFIG, "--namespace", &namespace])
-            .args(["-n", "1000", "--fill", "0.001"])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
+    let row = bench_row(
+        &namespace,
+        &["-n", "1000", "--fill", "0.001"],
+        "| production size |",
     )
-    .await
-    .expect("bench finishes")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let row = stdout
-        .lines()
-        .find(|l| l.starts_with("| production size |"))
-        .unwrap_or_else(|| panic!("{stdout}"));
+    .await;
     assert!(
         row.contains(
             "holding 1000 live XB bindings, 1000 unbound, 1000 call-log marks, 100 pool numbers"
@@ -283,13 +267,7 @@ async fn the_production_size_mode_reports_both_states_and_cleans_up() {
         let bytes = per(label);
         assert!((40..2000).contains(&bytes), "{label}: {bytes}: {row}");
     }
-    let mut redis = redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis.keys(format!("{namespace}:*")).await.unwrap();
-    assert!(keys.is_empty(), "fill keys left: {}", keys.len());
+    no_keys_left(&namespace).await;
 }
 
 /// `--expiry-storm`, small: more bindings due at once than one expiry pass
@@ -298,11 +276,28 @@ async fn the_production_size_mode_reports_both_states_and_cleans_up() {
 #[tokio::test]
 async fn the_expiry_storm_mode_publishes_each_once_and_cleans_up() {
     let namespace = format!("{}-storm", unique_id());
+    let row = bench_row(
+        &namespace,
+        &["--expiry-storm", "450", "--clients", "2"],
+        "| expiry storm |",
+    )
+    .await;
+    assert!(
+        row.contains("MQ108 published 450 and consumed 450 times for 450 bindings"),
+        "{row}"
+    );
+    assert!(row.contains("GetCallNumber during the storm p50 "), "{row}");
+    no_keys_left(&namespace).await;
+}
+
+/// Runs axn-bench with `args` under `namespace`; its row that starts with
+/// `row` (the run must succeed).
+async fn bench_row(namespace: &str, args: &[&str], row: &str) -> String {
     let out = tokio::time::timeout(
         Duration::from_secs(300),
         tokio::process::Command::new(BIN)
-            .args(["--config", CONFIG, "--namespace", &namespace])
-            .args(["--expiry-storm", "450", "--clients", "2"])
+            .args(["--config", CONFIG, "--namespace", namespace])
+            .args(args)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output(),
@@ -316,20 +311,20 @@ async fn the_expiry_storm_mode_publishes_each_once_and_cleans_up() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let row = stdout
+    stdout
         .lines()
-        .find(|l| l.starts_with("| expiry storm |"))
-        .unwrap_or_else(|| panic!("{stdout}"));
-    assert!(
-        row.contains("MQ108 published 450 and consumed 450 times for 450 bindings"),
-        "{row}"
-    );
-    assert!(row.contains("GetCallNumber during the storm p50 "), "{row}");
+        .find(|l| l.starts_with(row))
+        .unwrap_or_else(|| panic!("{row}: {stdout}"))
+        .to_owned()
+}
+
+/// No key of `namespace` is left in the local Redis.
+async fn no_keys_left(namespace: &str) {
     let mut redis = redis::Client::open(REDIS_URL)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
     let keys: Vec<String> = redis.keys(format!("{namespace}:*")).await.unwrap();
-    assert!(keys.is_empty(), "storm keys left: {keys:?}");
+    assert!(keys.is_empty(), "keys left: {}", keys.len());
 }

@@ -466,19 +466,14 @@ async fn rabbitmqs_own_tls_listener_with_an_expected_server_name() {
     .await
     .unwrap();
     let key = app.key("PrivateNumber_user_phone");
-    app.eventually("the phone change was applied", || {
-        let mut r = app.redis.clone();
-        let key = key.clone();
-        async move {
-            let phone: Option<String> = redis::cmd("HGET")
-                .arg(&key)
-                .arg("74706")
-                .query_async(&mut r)
-                .await
-                .unwrap();
-            phone.as_deref() == Some("13812345679")
-        }
-    })
+    field_becomes(
+        &app,
+        &app.redis,
+        &key,
+        "74706",
+        "13812345679",
+        "the phone change was applied",
+    )
     .await;
     // The broker's view: the worker's connections came in on the TLS port,
     // as TLS, with the test's client certificate.
@@ -1129,19 +1124,14 @@ async fn a_rotated_redis_client_certificate_is_used_without_a_restart() {
     )
     .await;
     let key = app.key("PrivateNumber_user_phone");
-    app.eventually("written with the rotated certificate", || {
-        let mut c = own.clone();
-        let key = key.clone();
-        async move {
-            let v: Option<String> = redis::cmd("HGET")
-                .arg(&key)
-                .arg("74721")
-                .query_async(&mut c)
-                .await
-                .unwrap();
-            v.as_deref() == Some("13812345671")
-        }
-    })
+    field_becomes(
+        &app,
+        &own,
+        &key,
+        "74721",
+        "13812345671",
+        "written with the rotated certificate",
+    )
     .await;
 }
 
@@ -1185,4 +1175,28 @@ async fn an_expired_or_wrong_host_certificate_is_refused() {
             .to_string();
         assert!(e.contains(reason), "{what}, Redis: {e}");
     }
+}
+
+/// Waits (the app's deadline) until `HGET key field` on `conn` is `want`.
+async fn field_becomes(
+    app: &TestApp,
+    conn: &redis::aio::MultiplexedConnection,
+    key: &str,
+    field: &str,
+    want: &str,
+    what: &str,
+) {
+    app.eventually(what, || {
+        let mut c = conn.clone();
+        async move {
+            let v: Option<String> = redis::cmd("HGET")
+                .arg(key)
+                .arg(field)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            v.as_deref() == Some(want)
+        }
+    })
+    .await;
 }
