@@ -819,15 +819,10 @@ async fn until_hget(read: impl AsyncFn() -> String, want: &str, what: &str) {
 #[tokio::test]
 async fn a_sentinel_and_its_master_over_mutual_tls() {
     let pki = pki_for(2040, &["localhost"]);
-    let dir = std::env::temp_dir().join(format!("axn-tls-sentinel-{}", unique_id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    struct Gone(PathBuf);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _gone = Gone(dir.clone());
+    // Declared first, dropped last: the servers are killed before their
+    // directory goes, also when the test fails.
+    let gone = TempDir::new("axn-tls-sentinel");
+    let dir = gone.0.clone();
     let master_port = spare_port();
     let args = redis_tls_args(&pki, master_port);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -918,17 +913,10 @@ async fn a_sentinel_and_its_master_over_mutual_tls() {
 #[tokio::test]
 async fn a_redis_cluster_over_mutual_tls() {
     let pki = pki_for(2040, &["localhost"]);
-    let dir = std::env::temp_dir().join(format!("axn-tls-cluster-{}", unique_id()));
-    std::fs::create_dir_all(&dir).unwrap();
     // Declared first, dropped last: the nodes are killed before their
     // directory goes, also when the test fails.
-    struct Gone(PathBuf);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _gone = Gone(dir.clone());
+    let gone = TempDir::new("axn-tls-cluster");
+    let dir = gone.0.clone();
     let mut nodes = Vec::new();
     let mut ports = Vec::new();
     for i in 0..3 {
@@ -1199,4 +1187,21 @@ async fn field_becomes(
         }
     })
     .await;
+}
+
+/// A directory of a test's own under the temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", unique_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
