@@ -865,33 +865,7 @@ struct PlatformRun {
 async fn measure_platform(opts: &BenchOptions, settings: &Settings) -> anyhow::Result<PlatformRun> {
     use axn_worker::platform::{BASE_A, BASE_B};
     let clients = opts.clients.max(1);
-    let store = axn_worker::store::Store::new(&settings.redis)?;
-    let url = settings.redis.url.single_url()?;
-    let mut redis =
-        axn_worker::store::client(url, url.starts_with("rediss://"), &settings.redis.tls)?
-            .get_multiplexed_async_connection()
-            .await?;
-    for c in 0..clients {
-        store
-            .import_number(&format!("{}", 17_900_000_000u64 + c as u64), 3, 1, 1, 0)
-            .await?;
-        let _: () = redis
-            .hset(
-                store.keys().user_phone(),
-                900_000 + c,
-                format!("138{:08}", c),
-            )
-            .await?;
-    }
-    let workers = Workers::start(opts, settings)?;
-    let ready = Instant::now() + Duration::from_secs(30);
-    while !workers.all_ready().await {
-        if Instant::now() > ready {
-            workers.stop();
-            bail!("the workers did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let workers = platform_workers(opts, settings, clients).await?;
     let ports: Vec<u16> = workers.children.iter().map(|(_, p)| *p).collect();
     let per_client = opts.messages.div_ceil(clients);
     let started = Instant::now();
@@ -1461,30 +1435,13 @@ async fn measure_storm(
 ) -> anyhow::Result<Storm> {
     use axn_worker::platform::{BASE_A, BASE_B};
     let clients = opts.clients.max(1);
-    let store = axn_worker::store::Store::new(&settings.redis)?;
-    let keys = store.keys().clone();
+    let keys = Keys::new(settings.redis.key_prefix.clone());
     let url = settings.redis.url.single_url()?;
     let mut redis =
         axn_worker::store::client(url, url.starts_with("rediss://"), &settings.redis.tls)?
             .get_multiplexed_async_connection()
             .await?;
-    for c in 0..clients {
-        store
-            .import_number(&format!("{}", 17_900_000_000u64 + c as u64), 3, 1, 1, 0)
-            .await?;
-        let _: () = redis
-            .hset(keys.user_phone(), 900_000 + c, format!("138{:08}", c))
-            .await?;
-    }
-    let workers = Workers::start(opts, settings)?;
-    let ready = Instant::now() + Duration::from_secs(30);
-    while !workers.all_ready().await {
-        if Instant::now() > ready {
-            workers.stop();
-            bail!("the workers did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let workers = platform_workers(opts, settings, clients).await?;
     let ports: Vec<u16> = workers.children.iter().map(|(_, p)| *p).collect();
     // The GetCallNumber load: each client binds once, then asks again and
     // again (the binding exists: the answer comes from Redis alone).
@@ -1575,4 +1532,41 @@ async fn measure_storm(
         get_call_p99: pct(0.99),
         get_calls: latencies.len(),
     })
+}
+
+/// For the binding API's modes: a number of platform 3 and a user with a
+/// phone for each of `clients`, then the worker processes, ready.
+async fn platform_workers(
+    opts: &BenchOptions,
+    settings: &Settings,
+    clients: usize,
+) -> anyhow::Result<Workers> {
+    let store = axn_worker::store::Store::new(&settings.redis)?;
+    let url = settings.redis.url.single_url()?;
+    let mut redis =
+        axn_worker::store::client(url, url.starts_with("rediss://"), &settings.redis.tls)?
+            .get_multiplexed_async_connection()
+            .await?;
+    for c in 0..clients {
+        store
+            .import_number(&format!("{}", 17_900_000_000u64 + c as u64), 3, 1, 1, 0)
+            .await?;
+        let _: () = redis
+            .hset(
+                store.keys().user_phone(),
+                900_000 + c,
+                format!("138{:08}", c),
+            )
+            .await?;
+    }
+    let workers = Workers::start(opts, settings)?;
+    let ready = Instant::now() + Duration::from_secs(30);
+    while !workers.all_ready().await {
+        if Instant::now() > ready {
+            workers.stop();
+            bail!("the workers did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(workers)
 }

@@ -151,6 +151,8 @@ pub(super) struct Swappable {
     /// always read together with the backend it counts.
     current: std::sync::RwLock<(Backend, u64)>,
     watch: Option<TlsWatch>,
+    /// A cluster (the URL's kind: a rebuild never changes it).
+    cluster: bool,
 }
 
 /// How often the running worker looks at `[redis.tls]`'s files
@@ -256,6 +258,7 @@ impl Store {
             backend: Arc::new(Swappable {
                 current: std::sync::RwLock::new((backend, 0)),
                 watch,
+                cluster: settings.url.is_cluster(),
             }),
             keys: Keys::new(settings.key_prefix.clone()),
             replicas: Arc::new(ReplicaWait::new(
@@ -282,7 +285,7 @@ impl Store {
     }
 
     pub(super) fn is_cluster(&self) -> bool {
-        matches!(self.backend.get(), Backend::Cluster { .. })
+        self.backend.cluster
     }
 
     /// A live connection (connecting to the cluster on first use).
